@@ -1,0 +1,598 @@
+"""The one engine every face drives: a manager loop over worker processes.
+
+::
+
+  face (Manager/Context, job, JobDispatcher, MPIExecutor)
+     submit(WorkItem) ─► queue ─► dispatch() ── TASK (isend) ──────────► worker loop
+     sink(item)  ◄────── collect() ◄──────── RESULT / ERROR (improbe) ◄── task(*setup)
+                         check_health(): start timeouts, pid checks, heartbeats, task
+                         timeouts ─► lost(worker) ─► requeue its tasks (max_retries) and,
+                         in fault-tolerant mode, spawn a replacement
+
+The engine never blocks on one worker: sends of more than a few kB are non-blocking,
+receives are probed, and an idle loop backs off. It is single threaded; a face either drives
+it inline (``run_until``) or from one background thread (the executor).
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import weakref
+import logging
+import os
+import signal
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Iterable, List, Optional
+
+from . import _serialize, _world
+from ._mpienv import mpi, ulfm_error_classes
+from ._protocol import Tag, buffer_sizes, decode, requests_done, send_message, unpack_error
+from ._util import Backoff, env_float, hostname, pid_status
+from .errors import (NoMoreWorkersError, RemoteError, SerializationError, TaskTimeoutError,
+                     WorkerLostError, WorkerStartError)
+from .workers import (DEAD, NEW, READY, STARTING, STOPPED, LocalWorker, Worker, WorldWorker,
+                      default_python)
+
+log = logging.getLogger("mpidispatch")
+
+_ids = itertools.count(1)
+_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _close_all() -> None:
+    """At exit (before MPI finalizes): stop the workers of every engine still open."""
+    for engine in list(_engines):
+        try:
+            engine.close()
+        except Exception:  # never let cleanup turn a clean exit into a traceback
+            log.exception("error while stopping workers at exit")
+
+
+def _register_atexit() -> None:
+    # Registered after mpi4py's own hook, so it runs before MPI_Finalize (atexit is LIFO).
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_close_all)
+        _atexit_registered = True
+
+
+class Payload:
+    """An object serialized once: pickle bytes plus out-of-band buffers."""
+
+    __slots__ = ("data", "buffers", "sizes")
+
+    def __init__(self, obj: Any, what: str = "task") -> None:
+        try:
+            self.data, self.buffers = _serialize.dumps(obj)
+        except Exception as exc:
+            raise SerializationError("the %s %r cannot be pickled: %s: %s"
+                                     % (what, obj, type(exc).__name__, exc)) from exc
+        self.sizes = buffer_sizes(self.buffers)
+
+
+class Setup:
+    """A context's setup function, serialized once and run once per worker."""
+
+    __slots__ = ("id", "payload")
+
+    def __init__(self, fn: Optional[Callable[[], Any]]) -> None:
+        self.id = next(_ids)
+        self.payload = Payload(fn, "setup function")
+
+
+class WorkItem:
+    """One task as the manager tracks it. Only its payload crosses the wire."""
+
+    __slots__ = ("work_id", "payload", "setup", "sink", "tries", "worker", "result", "error",
+                 "timeout", "tag")
+
+    def __init__(self, fn: Any, sink: Callable[["WorkItem"], None],
+                 setup: Optional[Setup] = None, timeout: Optional[float] = None,
+                 tag: Any = None) -> None:
+        self.work_id = next(_ids)
+        self.payload = fn if isinstance(fn, Payload) else Payload(fn)
+        self.setup = setup
+        self.sink = sink
+        self.tries = 0
+        self.worker: Optional[Worker] = None
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.timeout = timeout
+        self.tag = tag
+
+
+class Engine:
+    """Manager state and loop. See the module docstring.
+
+    Args:
+        python: command line that starts a worker's Python (default: this interpreter).
+        output: ``%d`` pattern of per-worker log files (index of the worker).
+        start_timeout: seconds a worker may take to start and say hello.
+        prefetch: tasks kept in flight per worker (>= 1); more hides latency between small
+            tasks, fewer balances long unequal tasks better.
+        fault_tolerant: spawn a replacement for each worker that dies.
+        max_retries: times a task is retried after its worker died, before it fails with
+            :class:`WorkerLostError`.
+        respawn_budget: replacements allowed in fault-tolerant mode (default: 2 x workers + 4).
+        task_timeout: default per-task limit in seconds (None: no limit).
+        adopt_world: take the static world's ranks as workers (on rank 0 of mpiexec -n N).
+    """
+
+    def __init__(self, python: Optional[str] = None, output: Optional[str] = "worker%d.output",
+                 start_timeout: Optional[float] = None, prefetch: int = 2,
+                 fault_tolerant: bool = False, max_retries: int = 3,
+                 respawn_budget: Optional[int] = None, task_timeout: Optional[float] = None,
+                 heartbeat_timeout: Optional[float] = None, adopt_world: bool = True) -> None:
+        if prefetch < 1:
+            raise ValueError("prefetch must be >= 1, not %r" % (prefetch,))
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0, not %r" % (max_retries,))
+        self.python = python or default_python()
+        self.output = output
+        self.start_timeout = (env_float("START_TIMEOUT", 30.0)
+                              if start_timeout is None else float(start_timeout))
+        self.prefetch = int(prefetch)
+        self.fault_tolerant = fault_tolerant
+        self.max_retries = max_retries
+        self.respawn_budget = respawn_budget
+        self.respawns = 0
+        self.task_timeout = task_timeout
+        self.heartbeat_timeout = (env_float("HEARTBEAT_TIMEOUT", 60.0)
+                                  if heartbeat_timeout is None else heartbeat_timeout)
+        self.workers: List[Worker] = []
+        self.ready: List[Worker] = []
+        self.queue: Deque[WorkItem] = deque()
+        self.start_errors: List[WorkerStartError] = []
+        self.lost_count = 0
+        self.tasks_done = 0
+        self.closed = False
+        self._next_index = 0
+        self._next_health = 0.0
+        self._launching: Optional[Worker] = None
+        self._host = hostname()
+        self._ulfm = ulfm_error_classes()
+        self._status = mpi().Status()
+        self._any_tag = mpi().ANY_TAG
+        self._backoff = Backoff()
+        _register_atexit()
+        _engines.add(self)
+        self._world_workers = _world.take_workers() if adopt_world else []
+        for w in self._world_workers:
+            self.add_worker(w)
+
+    # -- workers -----------------------------------------------------------------------------
+    def add_worker(self, worker: Worker) -> None:
+        """Add a worker; it starts on the next loop turn (workers may join while tasks run)."""
+        if worker in self.workers:
+            return
+        if worker.state not in (NEW, READY) or (worker.state == READY and
+                                                not isinstance(worker, WorldWorker)):
+            raise ValueError("%r was already used by a manager" % (worker,))
+        if worker.index < 0 or not isinstance(worker, WorldWorker):
+            worker.index = self._next_index
+        self._next_index = max(self._next_index, worker.index) + 1
+        self.workers.append(worker)
+        if worker.state == READY:
+            self.ready.append(worker)
+
+    def remove_worker(self, worker: Worker) -> None:
+        """Stop a worker once it has finished the tasks it holds."""
+        worker.retiring = True
+        if worker in self.ready:
+            self.ready.remove(worker)
+        if not worker.inflight:
+            self._stop_worker(worker)
+
+    def live_workers(self) -> List[Worker]:
+        return [w for w in self.workers if w.state in (NEW, STARTING, READY) and not w.retiring]
+
+    def _start_next(self) -> None:
+        """Start NEW workers one at a time (MPI_Comm_spawn runs in a background thread)."""
+        now = time.monotonic()
+        launching = self._launching
+        if launching is not None:
+            try:
+                got = launching._launched()
+            except WorkerStartError as exc:
+                self._start_failed(launching, exc)
+                got = None
+            if got is not None:
+                launching.comm, launching.rank = got
+                launching.last_heard = now
+                self._launching = None
+            elif launching.state == DEAD:
+                self._launching = None
+            elif now - launching.start_time > self.start_timeout:
+                self._start_failed(launching, self._hello_timeout(launching))
+                self._launching = None
+            else:
+                return
+        for w in self.workers:
+            if w.state == NEW:
+                w.state = STARTING
+                w.start_time = now
+                log_file = self._log_file(w)
+                w.log_file = log_file
+                w._launch(self.python, log_file)
+                got = None
+                try:
+                    got = w._launched()
+                except WorkerStartError as exc:
+                    self._start_failed(w, exc)
+                    continue
+                if got is None:
+                    self._launching = w
+                    return
+                w.comm, w.rank = got
+
+    def _log_file(self, w: Worker) -> Optional[str]:
+        if not self.output or isinstance(w, WorldWorker):
+            return w.log_file
+        return os.path.abspath(self.output % w.index)
+
+    def _hello_timeout(self, w: Worker) -> WorkerStartError:
+        return WorkerStartError(
+            "worker %d did not start within start_timeout=%gs. Command: %s; log file: %s. "
+            "Look in the log file; check that the python= command works on that host, that "
+            "it can import mpi4py and mpidispatch, and raise start_timeout for a slow start."
+            % (w.index, self.start_timeout, w.command, w.log_file), w.command, w.log_file)
+
+    def _start_failed(self, w: Worker, exc: WorkerStartError) -> None:
+        log.warning("%s", exc)
+        w.state = DEAD
+        w.death = str(exc)
+        self.start_errors.append(exc)
+        w._release()
+        self._replace(w)
+
+    def _on_hello(self, w: Worker, info: dict) -> None:
+        w.host, w.pid = info.get("host"), info.get("pid")
+        if info.get("log"):
+            w.log_file = info["log"]
+        w.state = READY
+        w.last_heard = time.monotonic()
+        if not w.retiring:
+            self.ready.append(w)
+        self._send(w, Tag.CONTROL, ("welcome", {
+            "host": self._host, "pid": os.getpid(), "cwd": os.getcwd(),
+            "sys_path": [p for p in __import__("sys").path if p]}))
+
+    # -- tasks -------------------------------------------------------------------------------
+    def submit(self, item: WorkItem) -> None:
+        """Queue a task; it is sent to a worker on the next loop turn."""
+        if self.closed:
+            raise RuntimeError("cannot submit tasks after the manager was closed")
+        self.queue.append(item)
+
+    def cancel(self, item: WorkItem) -> bool:
+        """Take a task out of the queue if no worker has it yet."""
+        try:
+            self.queue.remove(item)
+        except ValueError:
+            return False
+        return True
+
+    def outstanding(self) -> int:
+        return len(self.queue) + sum(len(w.inflight) for w in self.workers)
+
+    def _dispatch(self) -> None:
+        queue = self.queue
+        for depth in range(self.prefetch):
+            for w in self.ready:
+                if not queue:
+                    return
+                if len(w.inflight) <= depth:
+                    self._send_task(w, queue.popleft())
+
+    def _send_task(self, w: Worker, item: WorkItem) -> None:
+        setup = item.setup
+        context_id = 0
+        if setup is not None:
+            context_id = setup.id
+            if context_id not in w.contexts:
+                p = setup.payload
+                w.contexts.add(context_id)
+                if not self._send(w, Tag.SETUP, (context_id, p.data, p.sizes), p.buffers):
+                    self.queue.appendleft(item)
+                    return
+        p = item.payload
+        if not w.inflight:
+            w.busy_since = time.monotonic()
+        w.inflight[item.work_id] = item
+        item.worker = w
+        self._send(w, Tag.TASK, (item.work_id, context_id, p.data, p.sizes), p.buffers)
+
+    def _send(self, w: Worker, tag: int, message: tuple, buffers: tuple = ()) -> bool:
+        """Send to a worker; a dead peer is handled as a lost worker (returns False)."""
+        try:
+            more = send_message(w.comm, w.rank, tag, message, buffers)
+        except mpi().Exception as exc:
+            self._lost(w, "MPI error while sending: %s" % (exc,))
+            return False
+        if more:
+            w.pending.extend(more)
+        return True
+
+    def _finish(self, item: WorkItem) -> None:
+        self.tasks_done += 1
+        item.sink(item)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def progress(self) -> bool:
+        """One turn of the loop. Returns True if anything happened."""
+        if self._launching is not None or any(w.state == NEW for w in self.workers):
+            self._start_next()
+        if self.queue:
+            self._dispatch()
+        happened = False
+        for w in self.workers:
+            if w.comm is not None and w.state in (STARTING, READY):
+                if self._collect(w):
+                    happened = True
+            if w.pending:
+                try:
+                    requests_done(w.pending)
+                except mpi().Exception as exc:
+                    self._lost(w, "MPI error on a send: %s" % (exc,))
+        now = time.monotonic()
+        if now >= self._next_health:
+            self._next_health = now + env_float("HEALTH_INTERVAL", 0.2)
+            self._check_health(now)
+        return happened
+
+    def run_until(self, done: Callable[[], bool], timeout: Optional[float] = None) -> bool:
+        """Drive the loop until ``done()`` or ``timeout``; False on timeout.
+
+        Raises:
+            NoMoreWorkersError: tasks remain and no worker is left to run them.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = self._backoff
+        while not done():
+            if self.progress():
+                backoff.reset()
+                continue
+            if done():
+                break
+            self.check_workers_left()
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            backoff.sleep()
+        return True
+
+    def check_workers_left(self) -> None:
+        """Raise if tasks wait and no worker can ever run them."""
+        if not self.queue or self.live_workers():
+            return
+        if self.start_errors and not any(w.state == READY for w in self.workers):
+            raise self.start_errors[-1]
+        raise NoMoreWorkersError(
+            "%d task(s) left but no worker to run them (%d started, %d lost, %d failed to "
+            "start). Add workers with add_worker(LocalWorker()), run under mpiexec -n N, or "
+            "use fault_tolerant=True to replace dead workers."
+            % (len(self.queue), len(self.workers), self.lost_count, len(self.start_errors)))
+
+    def _collect(self, w: Worker) -> bool:
+        """Receive what worker ``w`` sent. True if anything came."""
+        status = self._status
+        comm, rank = w.comm, w.rank
+        got = False
+        for _ in range(64):
+            try:
+                msg = comm.improbe(source=rank, tag=self._any_tag, status=status)
+            except mpi().Exception as exc:
+                self._lost(w, self._describe_mpi_error(exc))
+                return True
+            if msg is None:
+                return got
+            got = True
+            tag = status.Get_tag()
+            try:
+                payload = msg.recv()
+            except mpi().Exception as exc:
+                self._lost(w, self._describe_mpi_error(exc))
+                return True
+            w.last_heard = time.monotonic()
+            if tag == Tag.RESULT:
+                self._on_result(w, payload)
+            elif tag == Tag.ERROR:
+                self._on_error(w, payload)
+            elif tag == Tag.CONTROL:
+                if payload[0] == "hello":
+                    self._on_hello(w, payload[1])
+            elif tag == Tag.DATA:
+                data, sizes = payload
+                try:
+                    w.inbox.append(decode(comm, rank, data, sizes))
+                except Exception as exc:
+                    w.errors.append(SerializationError(
+                        "data from %r cannot be unpickled: %s" % (w, exc)))
+        return got
+
+    def _on_result(self, w: Worker, payload: tuple) -> None:
+        work_id, data, sizes = payload
+        item = w.inflight.pop(work_id, None)
+        try:
+            result = decode(w.comm, w.rank, data, sizes)
+        except Exception as exc:
+            result = None
+            if item is not None:
+                item.error = SerializationError(
+                    "the result of a task from %r cannot be unpickled here: %s: %s"
+                    % (w, type(exc).__name__, exc))
+        if item is None:
+            return  # a task of a closed context, or one already given up on
+        item.result = result
+        w.busy_since = time.monotonic()
+        w.tasks_done += 1
+        self._finish(item)
+        if w.retiring and not w.inflight:
+            self._stop_worker(w)
+
+    def _on_error(self, w: Worker, payload: tuple) -> None:
+        work_id, kind, error = payload
+        exc, tb = unpack_error(error)
+        if kind == "pickle":
+            err: BaseException = SerializationError(
+                "the result of a task on %r cannot be pickled: %s: %s\n%s"
+                % (w, type(exc).__name__, exc, tb))
+        elif kind == "unpickle":
+            err = SerializationError(
+                "%r cannot unpickle its task: %s: %s. Is the task's module importable on "
+                "the worker (same sys.path, same packages)?\n%s"
+                % (w, type(exc).__name__, exc, tb))
+        else:
+            err = RemoteError(exc, tb, w)
+        if work_id is None:
+            w.errors.append(err)
+            return
+        item = w.inflight.pop(work_id, None)
+        if item is None:
+            return
+        item.error = err
+        w.busy_since = time.monotonic()
+        w.tasks_done += 1
+        self._finish(item)
+        if w.retiring and not w.inflight:
+            self._stop_worker(w)
+
+    # -- failures ----------------------------------------------------------------------------
+    def _describe_mpi_error(self, exc: Exception) -> str:
+        try:
+            cls = exc.Get_error_class()
+        except Exception:
+            cls = None
+        if cls in self._ulfm:
+            return "MPI reports the process failed (error class %s)" % cls
+        return "MPI error: %s" % (exc,)
+
+    def _check_health(self, now: float) -> None:
+        for w in self.workers:
+            if w.state == STARTING and w.comm is not None:
+                if now - w.start_time > self.start_timeout:
+                    self._start_failed(w, self._hello_timeout(w))
+            elif w.state == READY:
+                if w.pid is not None and w.host == self._host:
+                    why = pid_status(w.pid)
+                    if why is not None:
+                        self._lost(w, "process %d is %s" % (w.pid, why))
+                        continue
+                elif w.inflight and now - w.last_heard > self.heartbeat_timeout:
+                    self._lost(w, "no heartbeat for %.0f s" % (now - w.last_heard))
+                    continue
+                if w.inflight:
+                    self._check_timeout(w, now)
+
+    def _check_timeout(self, w: Worker, now: float) -> None:
+        item = next(iter(w.inflight.values()))
+        limit = item.timeout if item.timeout is not None else self.task_timeout
+        if limit is None or now - w.busy_since <= limit:
+            return
+        w.inflight.pop(item.work_id)
+        item.error = TaskTimeoutError(
+            "task %d ran longer than its timeout of %g s on %r; the worker was stopped"
+            % (item.work_id, limit, w), worker=repr(w), log_file=w.log_file)
+        self._kill(w)
+        self._finish(item)
+        self._lost(w, "stopped after a task timeout")
+
+    def _kill(self, w: Worker) -> None:
+        if w.pid is not None and w.host == self._host:
+            try:
+                os.kill(w.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _lost(self, w: Worker, reason: str) -> None:
+        """Worker ``w`` is gone: requeue what it held, replace it in fault-tolerant mode."""
+        if w.state in (DEAD, STOPPED):
+            return
+        w.state = DEAD
+        w.death = reason
+        self.lost_count += 1
+        if w in self.ready:
+            self.ready.remove(w)
+        w.pending.clear()
+        w._release()
+        requeued = []
+        for item in reversed(list(w.inflight.values())):
+            item.tries += 1
+            item.worker = None
+            if item.tries > self.max_retries:
+                item.error = WorkerLostError(
+                    "task %d was lost %d times with its worker (last: %r: %s); giving up. "
+                    "See the worker's log file %s." % (item.work_id, item.tries, w, reason,
+                                                       w.log_file),
+                    worker=repr(w), log_file=w.log_file)
+                self._finish(item)
+            else:
+                self.queue.appendleft(item)
+                requeued.append(item.work_id)
+        w.inflight.clear()
+        log.warning("%r lost (%s); %d task(s) requeued. Log file: %s",
+                    w, reason, len(requeued), w.log_file)
+        self._replace(w)
+
+    def _replace(self, w: Worker) -> None:
+        if not self.fault_tolerant or self.closed or w.retiring:
+            return
+        budget = self.respawn_budget
+        if budget is None:
+            budget = 2 * len(self.workers) + 4
+        if self.respawns >= budget:
+            log.warning("respawn budget (%d) spent; going on with the workers left", budget)
+            return
+        new = w._replacement() or LocalWorker()
+        self.respawns += 1
+        self.add_worker(new)
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def _stop_worker(self, w: Worker) -> None:
+        if w in self.ready:
+            self.ready.remove(w)
+        if isinstance(w, WorldWorker):
+            return  # world ranks serve until rank 0 exits
+        if w.state == READY:
+            self._send(w, Tag.CONTROL, ("stop",))
+            self._drain_sends(w, 5.0)
+            if w.state == READY and isinstance(w, LocalWorker):
+                if not w._disconnect(env_float("STOP_TIMEOUT", 10.0)):
+                    log.warning("%r did not stop in time; killing it", w)
+                    self._kill(w)
+        if w.state != DEAD:
+            w.state = STOPPED
+        w._release()
+
+    def _drain_sends(self, w: Worker, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while w.pending and time.monotonic() < deadline:
+            try:
+                requests_done(w.pending)
+            except Exception:
+                break
+            time.sleep(0.001)
+        w.pending.clear()
+
+    def close(self) -> None:
+        """Stop spawned workers and give world ranks back. Tasks still queued are dropped."""
+        if self.closed:
+            return
+        self.closed = True
+        for w in self.workers:
+            if isinstance(w, WorldWorker):
+                w.inflight.clear()
+                continue
+            if w.state == READY:
+                self._stop_worker(w)
+            elif w.state in (NEW, STARTING):
+                w.state = STOPPED
+                w._release()
+        _world.give_back(self._world_workers)
+
+    def summary(self) -> str:
+        """One line: tasks, workers, tasks per worker."""
+        per = ", ".join("%d" % w.tasks_done for w in self.workers)
+        return "%d tasks on %d workers (%s per worker); %d lost, %d respawned" % (
+            self.tasks_done, len(self.workers), per, self.lost_count, self.respawns)

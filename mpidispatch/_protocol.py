@@ -1,0 +1,160 @@
+"""The wire protocol: message tags and how payloads with large buffers travel.
+
+One tag per message kind; task ids travel inside the payload, never as tags (tags are
+bounded by ``MPI_TAG_UB``).
+
+=========  ==================  =====================================================
+tag        direction           payload (a tuple, pickled by mpi4py)
+=========  ==================  =====================================================
+TASK       manager -> worker   (work_id, context_id, data, sizes)
+SETUP      manager -> worker   (context_id, data, sizes)
+RESULT     worker -> manager   (work_id, data, sizes)
+ERROR      worker -> manager   (work_id, error) -- see :func:`pack_error`
+CONTROL    both ways           (verb, info...) -- hello, welcome, heartbeat, stop, exec
+DATA       both ways           (data, sizes) -- message passing (send_data/get_data)
+BUFFER     both ways           raw bytes: the out-of-band buffers of the message before
+=========  ==================  =====================================================
+
+``data`` is a pickle stream from :mod:`mpidispatch._serialize`; ``sizes`` lists the byte
+sizes of its out-of-band buffers, which follow on the BUFFER tag in chunks of at most
+``CHUNK`` bytes (so no message is limited to 2 GiB). MPI keeps messages between two
+processes on one tag in order, and a receiver always reads a message's buffers before
+anything else from that sender, so buffers never get mixed up.
+"""
+from __future__ import annotations
+
+import enum
+import time
+import traceback
+from typing import Any, List, Sequence, Tuple
+
+from . import _serialize
+from ._util import env_float
+
+#: Largest single MPI message for one buffer chunk (bytes).
+CHUNK = int(env_float("CHUNK_BYTES", float(1 << 30)))
+#: Messages up to this many bytes are sent with a plain (eager, non-blocking in practice) send.
+EAGER_LIMIT = 4000
+
+
+class Tag(enum.IntEnum):
+    """Message kinds."""
+
+    TASK = 11
+    SETUP = 12
+    RESULT = 13
+    ERROR = 14
+    CONTROL = 15
+    DATA = 16
+    BUFFER = 17
+
+
+def buffer_sizes(buffers: Sequence[Any]) -> Tuple[int, ...]:
+    return tuple(memoryview(b).nbytes for b in buffers)
+
+
+def _chunks(buf: Any):
+    view = memoryview(buf).cast("B")
+    for start in range(0, max(len(view), 1), CHUNK):
+        yield view[start:start + CHUNK]
+
+
+def send_message(comm: Any, dest: int, tag: int, message: tuple,
+                 buffers: Sequence[Any] = ()) -> List[Any]:
+    """Start sending ``message`` and its buffers; return the requests still in flight.
+
+    Small messages go with a plain send (completes at once: MPI sends them eagerly);
+    bigger ones with ``isend`` so that the caller never waits for a busy receiver. The
+    caller keeps the returned requests (they hold the buffers alive) until they complete.
+    """
+    MPI = _mpi()
+    pending: List[Any] = []
+    data = message[-2] if len(message) >= 2 and isinstance(message[-2], bytes) else b""
+    if len(data) <= EAGER_LIMIT and not buffers:
+        comm.send(message, dest=dest, tag=tag)
+        return pending
+    pending.append(comm.isend(message, dest=dest, tag=tag))
+    for buf in buffers:
+        for chunk in _chunks(buf):
+            pending.append((comm.Isend([chunk, MPI.BYTE], dest=dest, tag=Tag.BUFFER), chunk))
+    return pending
+
+
+def requests_done(pending: List[Any]) -> bool:
+    """Test the requests from :func:`send_message`; drop finished ones; True if none left."""
+    i = 0
+    while i < len(pending):
+        item = pending[i]
+        req = item[0] if isinstance(item, tuple) else item
+        if req.Test():
+            pending.pop(i)
+        else:
+            i += 1
+    return not pending
+
+
+def recv_buffers(comm: Any, source: int, sizes: Sequence[int], timeout: float = 600.0) -> list:
+    """Receive the out-of-band buffers that follow a message from ``source``.
+
+    Raises:
+        TimeoutError: the buffers did not arrive within ``timeout`` seconds.
+    """
+    if not sizes:
+        return []
+    MPI = _mpi()
+    buffers, requests = [], []
+    for size in sizes:
+        buf = bytearray(size)
+        buffers.append(buf)
+        for chunk in _chunks(buf):
+            requests.append(comm.Irecv([chunk, MPI.BYTE], source=source, tag=Tag.BUFFER))
+    deadline = time.monotonic() + timeout
+    delay = 1e-5
+    while not MPI.Request.Testall(requests):
+        if time.monotonic() > deadline:
+            for req in requests:
+                try:
+                    req.Cancel()
+                except Exception:
+                    pass
+            raise TimeoutError("buffers of a message from rank %d did not arrive in %g s"
+                               % (source, timeout))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.001)
+    return buffers
+
+
+def decode(comm: Any, source: int, data: bytes, sizes: Sequence[int]) -> Any:
+    """Receive the buffers of a message and unpickle its payload."""
+    return _serialize.loads(data, recv_buffers(comm, source, sizes))
+
+
+def pack_error(exc: BaseException, where: str) -> tuple:
+    """Describe an exception for the ERROR message: (pickled exc or None, type, text, tb)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = "### raised on %s\n%s" % (where, tb)
+    try:
+        data, bufs = _serialize.dumps(exc)
+        if bufs:
+            data = None
+    except BaseException:  # an exception that cannot be pickled still gets reported
+        data = None
+    return (data, type(exc).__name__, str(exc), tb)
+
+
+def unpack_error(error: tuple) -> Tuple[BaseException, str]:
+    """Rebuild (exception, traceback text) from :func:`pack_error`'s tuple."""
+    data, type_name, text, tb = error
+    exc: BaseException
+    try:
+        exc = _serialize.loads(data) if data is not None else None
+    except BaseException:
+        exc = None
+    if exc is None:
+        exc = RuntimeError("%s: %s (the exception could not be sent back)" % (type_name, text))
+    return exc, tb
+
+
+def _mpi():
+    from ._mpienv import mpi
+    return mpi()

@@ -1,0 +1,232 @@
+"""The worker side: serve tasks, setups, commands and data from the manager until told to stop.
+
+The same loop serves a rank of a static ``mpiexec`` world and a process started with
+``MPI_Comm_spawn`` (entry point: ``python -m mpidispatch._worker``); only the communicator
+differs. The loop never blocks inside MPI: it probes, and backs off when idle so that a
+waiting worker does not burn a core.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any, Dict, Optional
+
+from . import _serialize
+from ._mpienv import mpi
+from ._protocol import Tag, decode, pack_error, requests_done, send_message
+from ._util import Backoff, env_float, hostname, pid_status
+
+#: Exit status of a worker whose manager vanished.
+EXIT_MANAGER_LOST = 70
+
+
+class _SetupFailed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: tuple):
+        self.error = error
+
+
+class ManagerChannel:
+    """The worker's communicator to its manager (``manager`` in ``run_cmd`` source).
+
+    Gives MODELLER-style ``send_data``/``get_data`` on the worker side.
+    """
+
+    def __init__(self, comm: Any, rank: int):
+        self.comm = comm
+        self.rank = rank
+        self.inbox: deque = deque()
+        self._status = mpi().Status()
+
+    def send_data(self, obj: Any) -> None:
+        """Send any picklable object to the manager (numpy arrays travel without copies)."""
+        data, bufs = _serialize.dumps(obj)
+        self.wait(send_message(self.comm, self.rank, Tag.DATA,
+                               (data, tuple(memoryview(b).nbytes for b in bufs)), bufs))
+
+    def get_data(self, timeout: Optional[float] = None) -> Any:
+        """Wait for the next object the manager sent with ``send_data``.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = Backoff()
+        while not self.inbox:
+            msg = self.comm.improbe(source=self.rank, tag=Tag.DATA, status=self._status)
+            if msg is not None:
+                data, sizes = msg.recv()
+                self.inbox.append(decode(self.comm, self.rank, data, sizes))
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("no data from the manager within %g s" % timeout)
+            backoff.sleep()
+        return self.inbox.popleft()
+
+    def wait(self, pending: list) -> None:
+        backoff = Backoff(cap=0.001)
+        while not requests_done(pending):
+            backoff.sleep()
+
+
+class WorkerLoop:
+    """State and message handlers of one worker process."""
+
+    def __init__(self, comm: Any, manager_rank: int, log_file: Optional[str] = None):
+        MPI = mpi()
+        self.comm = comm
+        self.manager = manager_rank
+        self.log_file = log_file
+        self.where = "worker %s:%d" % (hostname(), os.getpid())
+        self.contexts: Dict[int, Any] = {}
+        self.channel = ManagerChannel(comm, manager_rank)
+        self.namespace: Dict[str, Any] = {"manager": self.channel, "__name__": "__worker__"}
+        self.status = MPI.Status()
+        self.running = True
+
+    # -- sending -------------------------------------------------------------------------
+    def send(self, tag: int, message: tuple, buffers: tuple = ()) -> None:
+        self.channel.wait(send_message(self.comm, self.manager, tag, message, buffers))
+
+    def send_error(self, work_id: Any, kind: str, exc: BaseException) -> None:
+        self.send(Tag.ERROR, (work_id, kind, pack_error(exc, self.where)))
+
+    # -- handlers ------------------------------------------------------------------------
+    def on_task(self, payload: tuple) -> None:
+        work_id, context_id, data, sizes = payload
+        try:
+            fn = decode(self.comm, self.manager, data, sizes)
+        except BaseException as exc:
+            self.send_error(work_id, "unpickle", exc)
+            return
+        args = self.contexts.get(context_id, ())
+        if isinstance(args, _SetupFailed):
+            self.send(Tag.ERROR, (work_id, "setup", args.error))
+            return
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: report, live on
+            self.send_error(work_id, "raised", exc)
+            return
+        finally:
+            del fn
+        try:
+            data, bufs = _serialize.dumps(result)
+        except BaseException as exc:
+            self.send_error(work_id, "pickle", exc)
+            return
+        self.send(Tag.RESULT, (work_id, data, tuple(memoryview(b).nbytes for b in bufs)), bufs)
+
+    def on_setup(self, payload: tuple) -> None:
+        context_id, data, sizes = payload
+        try:
+            setup = decode(self.comm, self.manager, data, sizes)
+            result = setup() if setup is not None else ()
+            self.contexts[context_id] = tuple(result) if result is not None else ()
+        except BaseException as exc:
+            self.contexts[context_id] = _SetupFailed(pack_error(exc, self.where))
+
+    def on_control(self, payload: tuple) -> None:
+        verb = payload[0]
+        if verb == "stop":
+            self.running = False
+        elif verb == "welcome":
+            self.on_welcome(payload[1])
+        elif verb == "exec":
+            try:
+                exec(compile(payload[1], "<run_cmd>", "exec"), self.namespace)
+            except BaseException as exc:
+                self.send_error(None, "cmd", exc)
+        elif verb == "forget":
+            self.contexts.pop(payload[1], None)
+
+    def on_welcome(self, info: dict) -> None:
+        """Take the manager's working directory, import path and identity."""
+        for path in reversed(info.get("sys_path", [])):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        cwd = info.get("cwd")
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
+        if info.get("host") == hostname() and info.get("pid"):
+            _start_watchdog(int(info["pid"]))
+
+    def on_data(self, payload: tuple) -> None:
+        data, sizes = payload
+        self.channel.inbox.append(decode(self.comm, self.manager, data, sizes))
+
+    # -- main loop -----------------------------------------------------------------------
+    def serve(self) -> None:
+        """Say hello, then handle messages until the manager says stop."""
+        import platform
+        self.send(Tag.CONTROL, ("hello", {
+            "host": hostname(), "pid": os.getpid(), "log": self.log_file,
+            "python": sys.executable, "version": platform.python_version()}))
+        handlers = {Tag.TASK: self.on_task, Tag.SETUP: self.on_setup,
+                    Tag.CONTROL: self.on_control, Tag.DATA: self.on_data}
+        comm, manager, status = self.comm, self.manager, self.status
+        backoff = Backoff()
+        any_tag = mpi().ANY_TAG
+        while self.running:
+            msg = comm.improbe(source=manager, tag=any_tag, status=status)
+            if msg is None:
+                backoff.sleep()
+                continue
+            backoff.reset()
+            handlers[status.Get_tag()](msg.recv())
+
+
+def _start_watchdog(manager_pid: int) -> None:
+    """End this worker within about a second if its manager (on this host) dies."""
+    interval = env_float("WATCHDOG_INTERVAL", 0.5)
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            why = pid_status(manager_pid)
+            if why is not None:
+                sys.stderr.write("mpidispatch worker %d: manager (pid %d) is %s; exiting\n"
+                                 % (os.getpid(), manager_pid, why))
+                sys.stderr.flush()
+                os._exit(EXIT_MANAGER_LOST)
+
+    threading.Thread(target=watch, name="mpidispatch-watchdog", daemon=True).start()
+
+
+def redirect_output(log_file: Optional[str]) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``log_file``."""
+    if not log_file:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
+def spawned_main(argv: Optional[list] = None) -> None:
+    """Entry point of a worker started with ``MPI_Comm_spawn``."""
+    parser = argparse.ArgumentParser(prog="python -m mpidispatch._worker")
+    parser.add_argument("--log", default=None)
+    args = parser.parse_args(argv)
+    redirect_output(args.log)
+    MPI = mpi()
+    parent = MPI.Comm.Get_parent()
+    if parent == MPI.COMM_NULL:
+        sys.exit("python -m mpidispatch._worker is started by a manager (MPI_Comm_spawn), "
+                 "not by hand")
+    parent.Set_errhandler(MPI.ERRORS_RETURN)
+    WorkerLoop(parent, 0, args.log).serve()
+    parent.Disconnect()
+
+
+if __name__ == "__main__":
+    spawned_main()

@@ -1,0 +1,109 @@
+"""The static world: ``mpiexec -n N python script.py``.
+
+Rank 0 is the manager; ranks 1..N-1 turn into workers the moment the script constructs any
+face (``Manager()``, ``job()``, ``JobDispatcher``, ``MPIExecutor``), serve until rank 0 is
+done, and exit. So one unchanged script runs under ``python script.py`` (spawned workers)
+and under ``mpiexec``. Rank 0 tells the workers to stop from an ``atexit`` hook.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from typing import Any, List, Optional
+
+from ._mpienv import mpi
+from ._protocol import Tag
+from ._util import env_float
+from .workers import DEAD, STOPPED, WorldWorker
+
+log = logging.getLogger("mpidispatch")
+
+_comm: Any = None
+_workers: Optional[List[WorldWorker]] = None
+_held: set = set()
+
+
+def world_size() -> int:
+    """Number of ranks in ``MPI.COMM_WORLD``."""
+    return mpi().COMM_WORLD.Get_size()
+
+
+def _world_comm() -> Any:
+    """A private duplicate of COMM_WORLD (collective: every rank gets it at the same point)."""
+    global _comm
+    if _comm is None:
+        MPI = mpi()
+        _comm = MPI.COMM_WORLD.Dup()
+        _comm.Set_errhandler(MPI.ERRORS_RETURN)
+    return _comm
+
+
+def serve_if_worker(log_pattern: Optional[str] = None) -> None:
+    """On ranks >= 1 of a multi-rank world, serve as a worker and exit; on rank 0, return.
+
+    Args:
+        log_pattern: ``%d`` pattern for this worker's log file (index = rank - 1).
+    """
+    MPI = mpi()
+    if MPI.COMM_WORLD.Get_size() == 1:
+        return
+    comm = _world_comm()
+    rank = MPI.COMM_WORLD.Get_rank()
+    if rank == 0:
+        _manager_setup()
+        return
+    from ._worker import WorkerLoop, redirect_output
+    log_file = log_pattern % (rank - 1) if log_pattern else None
+    redirect_output(log_file)
+    WorkerLoop(comm, 0, log_file).serve()
+    sys.stdout.flush()
+    sys.exit(0)
+
+
+def _manager_setup() -> None:
+    global _workers
+    if _workers is None:
+        comm = _world_comm()
+        _workers = [WorldWorker(comm, r) for r in range(1, comm.Get_size())]
+        atexit.register(_stop_world)
+
+
+def take_workers() -> List[WorldWorker]:
+    """The world's workers that no other engine holds (for a new engine on rank 0)."""
+    if _workers is None:
+        return []
+    free = [w for w in _workers if w.rank not in _held and w.state not in (DEAD, STOPPED)]
+    _held.update(w.rank for w in free)
+    return free
+
+
+def give_back(workers: List[WorldWorker]) -> None:
+    """An engine closed: its world workers can serve the next one."""
+    for w in workers:
+        _held.discard(w.rank)
+
+
+def _stop_world() -> None:
+    """At exit of rank 0: stop every world worker, then let MPI finalize (or not)."""
+    if _workers is None:
+        return
+    comm = _world_comm()
+    lost = False
+    for w in _workers:
+        if w.state == DEAD:
+            lost = True
+            continue
+        try:
+            comm.send(("stop",), dest=w.rank, tag=Tag.CONTROL)
+        except Exception:
+            lost = True
+        w.state = STOPPED
+    if lost:
+        # After a rank died, MPI_Finalize waits for it forever (Open MPI ULFM and MPICH
+        # alike): leave without it. Exit status 0 unless Python already failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(getattr(sys, "last_value", None) is not None and 1 or 0)

@@ -1,0 +1,199 @@
+"""Worker handles: how the manager sees, starts and talks to one worker process.
+
+A :class:`Worker` is both what the user adds (``Manager.add_worker(LocalWorker())``) and the
+manager's record of that process: its communicator, host, pid, log file and the tasks it
+holds. Subclasses differ only in how the process is started and how the manager obtains a
+communicator to it; everything after the worker says hello is the same engine code.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import threading
+import time
+from collections import OrderedDict, deque
+from typing import Any, Callable, List, Optional
+
+from ._mpienv import backend, mpi
+from .errors import WorkerStartError
+
+NEW, STARTING, READY, DEAD, STOPPED = "new", "starting", "ready", "dead", "stopped"
+
+
+class Worker:
+    """One worker process (abstract). The manager fills in the attributes when it starts."""
+
+    #: Shown in messages; subclasses refine it.
+    kind = "worker"
+
+    def __init__(self) -> None:
+        self.state = NEW
+        self.index: int = -1
+        self.comm: Any = None
+        self.rank: int = 0
+        self.host: Optional[str] = None
+        self.pid: Optional[int] = None
+        self.log_file: Optional[str] = None
+        self.command: str = ""
+        self.inflight: "OrderedDict[int, Any]" = OrderedDict()
+        self.pending: list = []          # send requests still in flight
+        self.contexts: set = set()        # contexts whose setup this worker has
+        self.inbox: deque = deque()       # message passing: data from this worker
+        self.errors: deque = deque()      # message passing: errors from run_cmd
+        self.busy_since = 0.0
+        self.last_heard = 0.0
+        self.start_time = 0.0
+        self.tasks_done = 0
+        self.exitcode: Optional[int] = None
+        self.death: Optional[str] = None  # why it died, when it did
+        self.retiring = False
+
+    # -- what subclasses provide ------------------------------------------------------------
+    def _launch(self, python: str, log_file: Optional[str]) -> None:
+        """Start the process (may run in the background); see :meth:`_launched`."""
+        raise NotImplementedError
+
+    def _launched(self) -> Optional[tuple]:
+        """(comm, rank) once the process is connected, else None. Raises on failure."""
+        raise NotImplementedError
+
+    def _replacement(self) -> Optional["Worker"]:
+        """A new worker of the same kind to replace this one (fault-tolerant mode)."""
+        return None
+
+    def _release(self) -> None:
+        """Drop the communicator to a finished or dead worker (local, never blocks)."""
+
+    # -- description -----------------------------------------------------------------------
+    def __repr__(self) -> str:
+        where = ""
+        if self.host is not None:
+            where = " on %s pid %s" % (self.host, self.pid)
+        return "<%s %d%s>" % (type(self).__name__, self.index, where)
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (NEW, STARTING, READY)
+
+
+class LocalWorker(Worker):
+    """A worker on this machine (or on ``host``), started with ``MPI_Comm_spawn``.
+
+    Args:
+        host: run the worker on this host (MPI ``host`` info key); default: where MPI
+            places it, normally this machine.
+    """
+
+    kind = "spawned worker"
+
+    def __init__(self, host: Optional[str] = None) -> None:
+        super().__init__()
+        self.spawn_host = host
+        self._thread: Optional[threading.Thread] = None
+        self._result: List[Any] = []
+
+    def _replacement(self) -> "Worker":
+        return type(self)(host=self.spawn_host)
+
+    def _launch(self, python: str, log_file: Optional[str]) -> None:
+        words = shlex.split(python)
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        bootstrap = ("import sys; sys.path.insert(0, %r); "
+                     "from mpidispatch._worker import spawned_main; spawned_main()"
+                     % package_parent)
+        args = words[1:] + ["-c", bootstrap]
+        if log_file:
+            args += ["--log", log_file]
+        self.command = " ".join(shlex.quote(w) for w in words + args)
+        if backend() == "mpich":
+            # hydra kills every process when a direct child dies of a signal; a shell in
+            # between turns such a death into an ordinary exit status.
+            args = ["-c", 'trap "" USR1; "$0" "$@"; exit $?', words[0]] + args
+            executable = "/bin/sh"
+        else:
+            executable = words[0]
+        MPI = mpi()
+        info = MPI.Info.Create()
+        if self.spawn_host:
+            info.Set("host", self.spawn_host)
+        if backend() == "openmpi":
+            info.Set("map_by", ":OVERSUBSCRIBE")
+
+        def spawn() -> None:
+            try:
+                comm = MPI.COMM_SELF.Spawn(executable, args, maxprocs=1, info=info)
+                comm.Set_errhandler(MPI.ERRORS_RETURN)
+                self._result.append(comm)
+            except BaseException as exc:  # reported by _launched
+                self._result.append(exc)
+
+        self._thread = threading.Thread(target=spawn, name="mpidispatch-spawn", daemon=True)
+        self._thread.start()
+
+    def _launched(self) -> Optional[tuple]:
+        if not self._result:
+            return None
+        outcome = self._result[0]
+        if isinstance(outcome, BaseException):
+            raise WorkerStartError(
+                "could not start worker %d: MPI_Comm_spawn failed (%s). Command: %s; log "
+                "file: %s. Check that the python= command exists and can import mpi4py and "
+                "mpidispatch." % (self.index, outcome, self.command, self.log_file),
+                self.command, self.log_file)
+        return outcome, 0
+
+    def _release(self) -> None:
+        if self.comm is not None:
+            try:
+                self.comm.Free()
+            except Exception:
+                pass
+            self.comm = None
+
+    def _disconnect(self, timeout: float) -> bool:
+        """Disconnect from a worker that was told to stop (collective with the worker).
+
+        Runs in a thread so that a worker still busy with a task cannot hold the manager
+        beyond ``timeout``; returns False if it did not finish in time.
+        """
+        comm, self.comm = self.comm, None
+        if comm is None:
+            return True
+        thread = threading.Thread(target=_quiet_disconnect, args=(comm,), daemon=True)
+        thread.start()
+        thread.join(timeout)
+        return not thread.is_alive()
+
+
+class WorldWorker(Worker):
+    """A rank of the static ``mpiexec`` world, serving from inside ``Manager()``."""
+
+    kind = "world rank"
+
+    def __init__(self, comm: Any, rank: int) -> None:
+        super().__init__()
+        self.world_comm = comm
+        self.rank = rank
+
+    def _launch(self, python: str, log_file: Optional[str]) -> None:
+        self.command = "rank %d of the mpiexec world" % self.rank
+
+    def _launched(self) -> Optional[tuple]:
+        return self.world_comm, self.rank
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        return base[:-1] + " rank %d>" % self.rank
+
+
+def _quiet_disconnect(comm: Any) -> None:
+    try:
+        comm.Disconnect()
+    except Exception:
+        pass
+
+
+def default_python() -> str:
+    """The command that starts workers: this interpreter."""
+    return shlex.quote(sys.executable)
