@@ -27,7 +27,7 @@ from typing import Any, Callable, Deque, Iterable, List, Optional
 
 from . import _serialize, _world
 from ._mpienv import mpi, ulfm_error_classes
-from ._protocol import Tag, buffer_sizes, decode, requests_done, send_message, unpack_error
+from ._protocol import Tag, decode, pack, requests_done, send_message, unpack_error
 from ._util import Backoff, env_float, hostname, pid_status
 from .errors import (NoMoreWorkersError, RemoteError, SerializationError, TaskTimeoutError,
                      WorkerLostError, WorkerStartError)
@@ -58,6 +58,14 @@ def _register_atexit() -> None:
         _atexit_registered = True
 
 
+def _cancel(req: Any) -> None:
+    if req is not None:
+        try:
+            req.Cancel()
+        except Exception:
+            pass
+
+
 class Payload:
     """An object serialized once: pickle bytes plus out-of-band buffers."""
 
@@ -65,11 +73,11 @@ class Payload:
 
     def __init__(self, obj: Any, what: str = "task") -> None:
         try:
-            self.data, self.buffers = _serialize.dumps(obj)
+            data, buffers = _serialize.dumps(obj)
         except Exception as exc:
             raise SerializationError("the %s %r cannot be pickled: %s: %s"
                                      % (what, obj, type(exc).__name__, exc)) from exc
-        self.sizes = buffer_sizes(self.buffers)
+        self.data, self.sizes, self.buffers = pack(data, buffers)
 
 
 class Setup:
@@ -150,7 +158,7 @@ class Engine:
         self.closed = False
         self._next_index = 0
         self._next_health = 0.0
-        self._launching: Optional[Worker] = None
+        self._new_workers = False
         self._host = hostname()
         self._ulfm = ulfm_error_classes()
         self._status = mpi().Status()
@@ -174,6 +182,7 @@ class Engine:
             worker.index = self._next_index
         self._next_index = max(self._next_index, worker.index) + 1
         self.workers.append(worker)
+        self._new_workers = True
         if worker.state == READY:
             self.ready.append(worker)
 
@@ -189,43 +198,29 @@ class Engine:
         return [w for w in self.workers if w.state in (NEW, STARTING, READY) and not w.retiring]
 
     def _start_next(self) -> None:
-        """Start NEW workers one at a time (MPI_Comm_spawn runs in a background thread)."""
-        now = time.monotonic()
-        launching = self._launching
-        if launching is not None:
-            try:
-                got = launching._launched()
-            except WorkerStartError as exc:
-                self._start_failed(launching, exc)
-                got = None
-            if got is not None:
-                launching.comm, launching.rank = got
-                launching.last_heard = now
-                self._launching = None
-            elif launching.state == DEAD:
-                self._launching = None
-            elif now - launching.start_time > self.start_timeout:
-                self._start_failed(launching, self._hello_timeout(launching))
-                self._launching = None
-            else:
-                return
+        """Start NEW workers, one at a time.
+
+        ``MPI_Comm_spawn`` runs in a helper thread only so that the wait is bounded by
+        ``start_timeout`` (a program that dies before MPI_Init makes it hang); the loop makes
+        no other MPI call meanwhile (MPI_THREAD_SERIALIZED).
+        """
         for w in self.workers:
-            if w.state == NEW:
-                w.state = STARTING
-                w.start_time = now
-                log_file = self._log_file(w)
-                w.log_file = log_file
-                w._launch(self.python, log_file)
-                got = None
-                try:
-                    got = w._launched()
-                except WorkerStartError as exc:
-                    self._start_failed(w, exc)
-                    continue
-                if got is None:
-                    self._launching = w
-                    return
-                w.comm, w.rank = got
+            if w.state != NEW:
+                continue
+            w.state = STARTING
+            w.start_time = time.monotonic()
+            w.log_file = self._log_file(w)
+            try:
+                w._launch(self.python, w.log_file)
+                got = w._launched(self.start_timeout)
+            except WorkerStartError as exc:
+                self._start_failed(w, exc)
+                continue
+            if got is None:
+                self._start_failed(w, self._hello_timeout(w))
+                continue
+            w.comm, w.rank = got
+            w.last_heard = time.monotonic()
 
     def _log_file(self, w: Worker) -> Optional[str]:
         if not self.output or isinstance(w, WorldWorker):
@@ -322,7 +317,8 @@ class Engine:
     # -- the loop ----------------------------------------------------------------------------
     def progress(self) -> bool:
         """One turn of the loop. Returns True if anything happened."""
-        if self._launching is not None or any(w.state == NEW for w in self.workers):
+        if self._new_workers:
+            self._new_workers = False
             self._start_next()
         if self.queue:
             self._dispatch()
@@ -375,41 +371,54 @@ class Engine:
             % (len(self.queue), len(self.workers), self.lost_count, len(self.start_errors)))
 
     def _collect(self, w: Worker) -> bool:
-        """Receive what worker ``w`` sent. True if anything came."""
+        """Take what worker ``w`` sent. True if anything came.
+
+        Each worker has one receive posted at all times (``w.req``): a posted receive is
+        matched by MPI as the message arrives. (Probing instead, with MPI_Improbe or
+        MPI_Iprobe on one source, was seen to miss a waiting message for seconds on both
+        MPI wheels while manager and worker backed off.)
+        """
         status = self._status
-        comm, rank = w.comm, w.rank
         got = False
         for _ in range(64):
+            req = w.req
+            if req is None:
+                req = w.req = w.comm.irecv(source=w.rank, tag=self._any_tag)
             try:
-                msg = comm.improbe(source=rank, tag=self._any_tag, status=status)
+                done, payload = req.test(status)
             except mpi().Exception as exc:
+                w.req = None
                 self._lost(w, self._describe_mpi_error(exc))
                 return True
-            if msg is None:
+            if not done:
                 return got
+            w.req = None
             got = True
-            tag = status.Get_tag()
+            w.last_heard = time.monotonic()
             try:
-                payload = msg.recv()
+                self._handle(w, status.Get_tag(), payload)
             except mpi().Exception as exc:
                 self._lost(w, self._describe_mpi_error(exc))
                 return True
-            w.last_heard = time.monotonic()
-            if tag == Tag.RESULT:
-                self._on_result(w, payload)
-            elif tag == Tag.ERROR:
-                self._on_error(w, payload)
-            elif tag == Tag.CONTROL:
-                if payload[0] == "hello":
-                    self._on_hello(w, payload[1])
-            elif tag == Tag.DATA:
-                data, sizes = payload
-                try:
-                    w.inbox.append(decode(comm, rank, data, sizes))
-                except Exception as exc:
-                    w.errors.append(SerializationError(
-                        "data from %r cannot be unpickled: %s" % (w, exc)))
+            if w.state not in (STARTING, READY):
+                return True
         return got
+
+    def _handle(self, w: Worker, tag: int, payload: tuple) -> None:
+        if tag == Tag.RESULT:
+            self._on_result(w, payload)
+        elif tag == Tag.ERROR:
+            self._on_error(w, payload)
+        elif tag == Tag.CONTROL:
+            if payload[0] == "hello":
+                self._on_hello(w, payload[1])
+        elif tag == Tag.DATA:
+            data, sizes = payload
+            try:
+                w.inbox.append(decode(w.comm, w.rank, data, sizes))
+            except (ValueError, TypeError, AttributeError, ImportError, EOFError) as exc:
+                w.errors.append(SerializationError(
+                    "data from %r cannot be unpickled: %s" % (w, exc)))
 
     def _on_result(self, w: Worker, payload: tuple) -> None:
         work_id, data, sizes = payload
@@ -515,6 +524,8 @@ class Engine:
         if w in self.ready:
             self.ready.remove(w)
         w.pending.clear()
+        _cancel(w.req)
+        w.req = None
         w._release()
         requeued = []
         for item in reversed(list(w.inflight.values())):

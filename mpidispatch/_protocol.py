@@ -33,8 +33,6 @@ from ._util import env_float
 
 #: Largest single MPI message for one buffer chunk (bytes).
 CHUNK = int(env_float("CHUNK_BYTES", float(1 << 30)))
-#: Messages up to this many bytes are sent with a plain (eager, non-blocking in practice) send.
-EAGER_LIMIT = 4000
 
 
 class Tag(enum.IntEnum):
@@ -59,21 +57,37 @@ def _chunks(buf: Any):
         yield view[start:start + CHUNK]
 
 
+#: Pickle streams longer than this travel as a buffer, so every header message stays small.
+INLINE_MAX = 32 * 1024
+
+
+def pack(data: bytes, buffers: Sequence[Any]) -> Tuple[Any, Tuple[int, ...], list]:
+    """(inline data or None, buffer sizes, buffers to send) for a payload.
+
+    A long pickle stream is sent as the first buffer (``data`` is then None), so that
+    the header message that a posted receive takes is always small.
+    """
+    buffers = list(buffers)
+    if len(data) > INLINE_MAX:
+        buffers.insert(0, data)
+        data = None
+    return data, buffer_sizes(buffers), buffers
+
+
 def send_message(comm: Any, dest: int, tag: int, message: tuple,
                  buffers: Sequence[Any] = ()) -> List[Any]:
     """Start sending ``message`` and its buffers; return the requests still in flight.
 
-    Small messages go with a plain send (completes at once: MPI sends them eagerly);
-    bigger ones with ``isend`` so that the caller never waits for a busy receiver. The
-    caller keeps the returned requests (they hold the buffers alive) until they complete.
+    Header messages are small (see :func:`pack`) and go with a plain send, which MPI
+    completes at once (eager protocol); buffers go with ``Isend`` so that the caller never
+    waits for a busy receiver. The caller keeps the returned requests (they hold the
+    buffers alive) and tests them with :func:`requests_done`.
     """
+    comm.send(message, dest=dest, tag=tag)
+    if not buffers:
+        return []
     MPI = _mpi()
     pending: List[Any] = []
-    data = message[-2] if len(message) >= 2 and isinstance(message[-2], bytes) else b""
-    if len(data) <= EAGER_LIMIT and not buffers:
-        comm.send(message, dest=dest, tag=tag)
-        return pending
-    pending.append(comm.isend(message, dest=dest, tag=tag))
     for buf in buffers:
         for chunk in _chunks(buf):
             pending.append((comm.Isend([chunk, MPI.BYTE], dest=dest, tag=Tag.BUFFER), chunk))
@@ -124,9 +138,12 @@ def recv_buffers(comm: Any, source: int, sizes: Sequence[int], timeout: float = 
     return buffers
 
 
-def decode(comm: Any, source: int, data: bytes, sizes: Sequence[int]) -> Any:
-    """Receive the buffers of a message and unpickle its payload."""
-    return _serialize.loads(data, recv_buffers(comm, source, sizes))
+def decode(comm: Any, source: int, data: Any, sizes: Sequence[int]) -> Any:
+    """Receive the buffers of a message and unpickle its payload (see :func:`pack`)."""
+    buffers = recv_buffers(comm, source, sizes)
+    if data is None:
+        data = buffers.pop(0)
+    return _serialize.loads(data, buffers)
 
 
 def pack_error(exc: BaseException, where: str) -> tuple:
@@ -135,7 +152,7 @@ def pack_error(exc: BaseException, where: str) -> tuple:
     tb = "### raised on %s\n%s" % (where, tb)
     try:
         data, bufs = _serialize.dumps(exc)
-        if bufs:
+        if bufs or len(data) > INLINE_MAX:
             data = None
     except BaseException:  # an exception that cannot be pickled still gets reported
         data = None

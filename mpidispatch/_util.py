@@ -42,30 +42,37 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 class Backoff:
-    """Sleep between polls, longer the longer nothing happens, so idle processes stay idle.
+    """Wait between polls without burning a core, and without slowing a busy exchange.
 
-    The first ``spins`` polls do not sleep at all (a reply is usually microseconds away);
-    after that the sleep doubles from ``start`` up to ``cap`` seconds.
+    For the first ``spin`` seconds of idleness a poll only yields the CPU (a reply is usually
+    microseconds away, and on an oversubscribed node the peer needs the core). After that
+    the process sleeps, from ``start`` seconds doubling up to ``cap``. The spin window must
+    be longer than a round trip: two peers that both back off by count alone fall into a
+    convoy where every message waits for a full sleep.
     """
 
-    __slots__ = ("start", "cap", "spins", "_count", "_delay")
+    __slots__ = ("spin", "start", "cap", "_idle_since", "_delay")
 
-    def __init__(self, start: float = 1e-5, cap: Optional[float] = None, spins: int = 50):
+    def __init__(self, spin: Optional[float] = None, start: float = 1e-4,
+                 cap: Optional[float] = None) -> None:
+        self.spin = env_float("BACKOFF_SPIN", 0.02) if spin is None else spin
         self.start = start
         self.cap = env_float("BACKOFF_MAX", 0.01) if cap is None else cap
-        self.spins = spins
-        self._count = 0
+        self._idle_since = 0.0
         self._delay = start
 
     def reset(self) -> None:
         """Something happened: poll eagerly again."""
-        self._count = 0
+        self._idle_since = 0.0
         self._delay = self.start
 
     def sleep(self) -> None:
         """Nothing happened on this poll: wait a little before the next one."""
-        self._count += 1
-        if self._count <= self.spins:
+        now = time.monotonic()
+        if not self._idle_since:
+            self._idle_since = now
+        if now - self._idle_since < self.spin:
+            os.sched_yield()
             return
         time.sleep(self._delay)
         self._delay = min(self._delay * 2, self.cap)

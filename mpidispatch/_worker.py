@@ -13,11 +13,11 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from . import _serialize
 from ._mpienv import mpi
-from ._protocol import Tag, decode, pack_error, requests_done, send_message
+from ._protocol import Tag, decode, pack, pack_error, requests_done, send_message
 from ._util import Backoff, env_float, hostname, pid_status
 
 #: Exit status of a worker whose manager vanished.
@@ -37,17 +37,15 @@ class ManagerChannel:
     Gives MODELLER-style ``send_data``/``get_data`` on the worker side.
     """
 
-    def __init__(self, comm: Any, rank: int):
-        self.comm = comm
-        self.rank = rank
+    def __init__(self, loop: "WorkerLoop"):
+        self._loop = loop
         self.inbox: deque = deque()
-        self._status = mpi().Status()
 
     def send_data(self, obj: Any) -> None:
         """Send any picklable object to the manager (numpy arrays travel without copies)."""
         data, bufs = _serialize.dumps(obj)
-        self.wait(send_message(self.comm, self.rank, Tag.DATA,
-                               (data, tuple(memoryview(b).nbytes for b in bufs)), bufs))
+        data, sizes, bufs = pack(data, bufs)
+        self._loop.send(Tag.DATA, (data, sizes), bufs)
 
     def get_data(self, timeout: Optional[float] = None) -> Any:
         """Wait for the next object the manager sent with ``send_data``.
@@ -58,20 +56,13 @@ class ManagerChannel:
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = Backoff()
         while not self.inbox:
-            msg = self.comm.improbe(source=self.rank, tag=Tag.DATA, status=self._status)
-            if msg is not None:
-                data, sizes = msg.recv()
-                self.inbox.append(decode(self.comm, self.rank, data, sizes))
-                break
+            if self._loop.poll_one():
+                backoff.reset()
+                continue
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("no data from the manager within %g s" % timeout)
             backoff.sleep()
         return self.inbox.popleft()
-
-    def wait(self, pending: list) -> None:
-        backoff = Backoff(cap=0.001)
-        while not requests_done(pending):
-            backoff.sleep()
 
 
 class WorkerLoop:
@@ -84,14 +75,21 @@ class WorkerLoop:
         self.log_file = log_file
         self.where = "worker %s:%d" % (hostname(), os.getpid())
         self.contexts: Dict[int, Any] = {}
-        self.channel = ManagerChannel(comm, manager_rank)
+        self.channel = ManagerChannel(self)
+        self.deferred: deque = deque()  # messages that came while run_cmd waited for data
+        self.req: Any = None
+        self.in_cmd = False
         self.namespace: Dict[str, Any] = {"manager": self.channel, "__name__": "__worker__"}
         self.status = MPI.Status()
         self.running = True
 
     # -- sending -------------------------------------------------------------------------
-    def send(self, tag: int, message: tuple, buffers: tuple = ()) -> None:
-        self.channel.wait(send_message(self.comm, self.manager, tag, message, buffers))
+    def send(self, tag: int, message: tuple, buffers: Sequence[Any] = ()) -> None:
+        pending = send_message(self.comm, self.manager, tag, message, buffers)
+        if pending:
+            backoff = Backoff(cap=0.001)
+            while not requests_done(pending):
+                backoff.sleep()
 
     def send_error(self, work_id: Any, kind: str, exc: BaseException) -> None:
         self.send(Tag.ERROR, (work_id, kind, pack_error(exc, self.where)))
@@ -120,7 +118,8 @@ class WorkerLoop:
         except BaseException as exc:
             self.send_error(work_id, "pickle", exc)
             return
-        self.send(Tag.RESULT, (work_id, data, tuple(memoryview(b).nbytes for b in bufs)), bufs)
+        data, sizes, bufs = pack(data, bufs)
+        self.send(Tag.RESULT, (work_id, data, sizes), bufs)
 
     def on_setup(self, payload: tuple) -> None:
         context_id, data, sizes = payload
@@ -138,10 +137,13 @@ class WorkerLoop:
         elif verb == "welcome":
             self.on_welcome(payload[1])
         elif verb == "exec":
+            self.in_cmd = True
             try:
                 exec(compile(payload[1], "<run_cmd>", "exec"), self.namespace)
             except BaseException as exc:
                 self.send_error(None, "cmd", exc)
+            finally:
+                self.in_cmd = False
         elif verb == "forget":
             self.contexts.pop(payload[1], None)
 
@@ -161,24 +163,49 @@ class WorkerLoop:
         self.channel.inbox.append(decode(self.comm, self.manager, data, sizes))
 
     # -- main loop -----------------------------------------------------------------------
+    def poll_one(self) -> bool:
+        """Receive one message if one came (through a receive kept posted); handle it.
+
+        While ``run_cmd`` source waits in ``get_data``, only DATA is handled; anything else
+        waits in ``deferred`` until the command is done.
+        """
+        req = self.req
+        if req is None:
+            req = self.req = self.comm.irecv(source=self.manager, tag=self._any_tag)
+        done, payload = req.test(self.status)
+        if not done:
+            return False
+        self.req = None
+        tag = self.status.Get_tag()
+        if self.in_cmd and tag != Tag.DATA:
+            self.deferred.append((tag, payload))
+        else:
+            self.handlers[tag](payload)
+        return True
+
     def serve(self) -> None:
         """Say hello, then handle messages until the manager says stop."""
         import platform
+        self._any_tag = mpi().ANY_TAG
+        self.handlers = {Tag.TASK: self.on_task, Tag.SETUP: self.on_setup,
+                         Tag.CONTROL: self.on_control, Tag.DATA: self.on_data}
         self.send(Tag.CONTROL, ("hello", {
             "host": hostname(), "pid": os.getpid(), "log": self.log_file,
             "python": sys.executable, "version": platform.python_version()}))
-        handlers = {Tag.TASK: self.on_task, Tag.SETUP: self.on_setup,
-                    Tag.CONTROL: self.on_control, Tag.DATA: self.on_data}
-        comm, manager, status = self.comm, self.manager, self.status
         backoff = Backoff()
-        any_tag = mpi().ANY_TAG
         while self.running:
-            msg = comm.improbe(source=manager, tag=any_tag, status=status)
-            if msg is None:
+            if self.deferred:
+                tag, payload = self.deferred.popleft()
+                self.handlers[tag](payload)
+            elif self.poll_one():
+                backoff.reset()
+            else:
                 backoff.sleep()
-                continue
-            backoff.reset()
-            handlers[status.Get_tag()](msg.recv())
+        if self.req is not None:
+            try:
+                self.req.Cancel()
+            except Exception:
+                pass
 
 
 def _start_watchdog(manager_pid: int) -> None:

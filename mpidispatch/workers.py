@@ -38,6 +38,7 @@ class Worker:
         self.command: str = ""
         self.inflight: "OrderedDict[int, Any]" = OrderedDict()
         self.pending: list = []          # send requests still in flight
+        self.req: Any = None              # the receive posted for this worker's next message
         self.contexts: set = set()        # contexts whose setup this worker has
         self.inbox: deque = deque()       # message passing: data from this worker
         self.errors: deque = deque()      # message passing: errors from run_cmd
@@ -54,8 +55,9 @@ class Worker:
         """Start the process (may run in the background); see :meth:`_launched`."""
         raise NotImplementedError
 
-    def _launched(self) -> Optional[tuple]:
-        """(comm, rank) once the process is connected, else None. Raises on failure."""
+    def _launched(self, wait: float = 0.0) -> Optional[tuple]:
+        """(comm, rank) once the process is connected (waiting up to ``wait`` seconds), else
+        None. Raises :class:`WorkerStartError` on failure."""
         raise NotImplementedError
 
     def _replacement(self) -> Optional["Worker"]:
@@ -128,10 +130,13 @@ class LocalWorker(Worker):
             except BaseException as exc:  # reported by _launched
                 self._result.append(exc)
 
+        _preflight(python, words)
         self._thread = threading.Thread(target=spawn, name="mpidispatch-spawn", daemon=True)
         self._thread.start()
 
-    def _launched(self) -> Optional[tuple]:
+    def _launched(self, wait: float = 0.0) -> Optional[tuple]:
+        if not self._result and self._thread is not None:
+            self._thread.join(wait)
         if not self._result:
             return None
         outcome = self._result[0]
@@ -179,12 +184,40 @@ class WorldWorker(Worker):
     def _launch(self, python: str, log_file: Optional[str]) -> None:
         self.command = "rank %d of the mpiexec world" % self.rank
 
-    def _launched(self) -> Optional[tuple]:
+    def _launched(self, wait: float = 0.0) -> Optional[tuple]:
         return self.world_comm, self.rank
 
     def __repr__(self) -> str:
         base = super().__repr__()
         return base[:-1] + " rank %d>" % self.rank
+
+
+_checked_pythons: dict = {}
+
+
+def _preflight(python: str, words: List[str]) -> None:
+    """Check once that a user-given python command runs and imports what a worker needs.
+
+    MPI_Comm_spawn of a program that exits before MPI_Init never returns, so a typo in
+    ``python=`` is caught here, quickly and with the program's own error message.
+    """
+    if python == default_python():
+        return
+    if python not in _checked_pythons:
+        import subprocess
+        try:
+            proc = subprocess.run(words + ["-c", "import mpi4py, mpidispatch"],
+                                  capture_output=True, text=True, timeout=60)
+            problem = None if proc.returncode == 0 else (
+                "exit status %d: %s" % (proc.returncode, proc.stderr.strip()[-600:]))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = str(exc)
+        _checked_pythons[python] = problem
+    problem = _checked_pythons[python]
+    if problem:
+        raise WorkerStartError(
+            "the worker command %r does not work: %s. Pass python= a command that starts a "
+            "Python with mpi4py and mpidispatch installed." % (python, problem), python, None)
 
 
 def _quiet_disconnect(comm: Any) -> None:

@@ -21,8 +21,8 @@ PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, UNKNOWN = (
     "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "UNKNOWN")
 FINISHED_STATES = frozenset({COMPLETED, FAILED, CANCELLED})
 
-#: Exit code :meth:`Job.wait` returns for a cancelled job whose scheduler reports 0
-#: (e.g. it was cancelled while pending): 128 + SIGTERM, like a shell.
+#: Exit code :meth:`Job.wait` returns for a cancelled job, whatever its scheduler reports
+#: (Slurm says 15, Grid Engine 137 or nothing): 128 + SIGTERM, as a shell would.
 CANCELLED_EXIT_CODE = 143
 
 
@@ -95,7 +95,13 @@ class Job:
             head.append(d if d.startswith("#") else "%s %s" % (self.directive_prefix, d))
         command = _script.launch_command(o.script, o.args, o.nprocs, o.fault_tolerant,
                                          o.launcher)
-        return "\n".join(head) + "\n" + _script.script_body(o.env, command, o.workdir)
+        rc_file = '"%s/%s-$job${task:+.$task}.rc"' % (o.workdir, o.name)
+        return "\n".join(head) + "\n" + _script.script_body(
+            o.env, command, o.workdir, rc_file, self.pre_launch_lines())
+
+    def pre_launch_lines(self) -> List[str]:
+        """Shell lines run just before the launch line (subclass hook)."""
+        return []
 
     def submit_argv(self) -> List[str]:
         """The command line that submits the job script."""
@@ -115,13 +121,7 @@ class Job:
             SchedulerNotFoundError: the command is not on PATH.
             SchedulerError: it failed (after retries), or timed out every time.
         """
-        exe = shutil.which(argv[0])
-        if exe is None:
-            raise SchedulerNotFoundError(
-                "%r was not found on PATH, so jobs cannot be submitted to %s from here. "
-                "Fix: %s, or run this on the cluster's login node. (Use dry_run=True / "
-                "--dry-run to only print the job script.)"
-                % (argv[0], cls.scheduler, cls.install_hint))
+        exe = cls._find_exe(argv[0])
         delay, last = 0.5, ""
         for attempt in range(cls.retries + 1):
             try:
@@ -143,6 +143,17 @@ class Job:
                 delay = min(delay * 2, 4.0)
         raise SchedulerError("`%s` failed (%s)%s" % (shlex.join(argv), last,
                                                       cls.explain(last)))
+
+    @classmethod
+    def _find_exe(cls, name: str) -> str:
+        exe = shutil.which(name)
+        if exe is None:
+            raise SchedulerNotFoundError(
+                "%r was not found on PATH, so jobs cannot be submitted to %s from here. "
+                "Fix: %s, or run this on the cluster's login node. (Use dry_run=True / "
+                "--dry-run to only print the job script.)"
+                % (name, cls.scheduler, cls.install_hint))
+        return exe
 
     @classmethod
     def explain(cls, error: str) -> str:
@@ -168,6 +179,7 @@ class Job:
         """Write the script into the working directory and submit it; sets :attr:`id`."""
         if self.id is not None:
             raise SchedulerError("job %s was already submitted" % self.id)
+        self._find_exe(self.submit_command[0])        # before writing anything
         os.makedirs(self.options.workdir, exist_ok=True)
         with open(self.script_path, "w") as fh:
             fh.write(self.script)
@@ -193,8 +205,8 @@ class Job:
     def wait(self, timeout: Optional[float] = 3600.0, poll: float = 0.25) -> int:
         """Block until the job (all its array tasks) finished; return its exit code.
 
-        For an array, the largest task exit code. A cancelled job returns the code its
-        scheduler reports, or :data:`CANCELLED_EXIT_CODE` (143) if that is 0.
+        For an array, the largest task exit code. A cancelled job returns
+        :data:`CANCELLED_EXIT_CODE` (143).
 
         Raises:
             JobTimeoutError: still not finished after ``timeout`` seconds (None: no limit);
@@ -215,9 +227,9 @@ class Job:
                         % (self.scheduler, job_id, ", ".join(self.output_files()) or "none"))
             else:
                 unknown_since = None
+            if state == CANCELLED:
+                return CANCELLED_EXIT_CODE
             if state in FINISHED_STATES and code is not None:
-                if state == CANCELLED and code == 0:
-                    return CANCELLED_EXIT_CODE
                 return code
             if deadline is not None and time.monotonic() >= deadline:
                 raise JobTimeoutError(
@@ -237,6 +249,24 @@ class Job:
     def output_files(self) -> List[str]:
         """Paths of the job's output file(s) that exist now (one per array task)."""
         raise NotImplementedError
+
+    def exit_codes(self) -> Optional[List[int]]:
+        """Exit codes the job script recorded (one per array task); None until all are there.
+
+        The job writes ``NAME-ID[.TASK].rc`` in the working directory when its launcher
+        returns; a job killed by the scheduler writes none.
+        """
+        o, job_id = self.options, self._require_id()
+        pattern = "%s-%s.*.rc" % (o.name, job_id) if o.array else "%s-%s.rc" % (o.name, job_id)
+        codes = []
+        for path in glob.glob(os.path.join(o.workdir, pattern)):
+            try:
+                with open(path) as fh:
+                    codes.append(int(fh.read().strip()))
+            except (OSError, ValueError):
+                return None                      # being written
+        expected = o.array[1] - o.array[0] + 1 if o.array else 1
+        return codes if len(codes) == expected else None
 
     def _glob_outputs(self, pattern: str) -> List[str]:
         def key(path: str) -> Tuple[int, str]:

@@ -1,4 +1,6 @@
-"""Errors raised by :mod:`mpidispatch.launch` (all derive from :class:`mpidispatch.errors.Error`)."""
+"""Errors raised by :mod:`mpidispatch.launch`; all derive from
+:class:`mpidispatch.errors.Error`.
+"""
 from __future__ import annotations
 
 from ..errors import Error

@@ -10,6 +10,7 @@ import os
 import re
 from typing import ClassVar, List, Optional, Sequence, Tuple
 
+from .. import _mpienv
 from . import _options
 from ._base import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, UNKNOWN, Job
 from .errors import SchedulerError
@@ -30,13 +31,16 @@ class SGEJob(Job):
     transient_errors = ("commlib error", "unable to contact qmaster",
                         "failed receiving gdi request", "unable to send message to qmaster",
                         "got select error")
+    unknown_grace = 60.0      # qacct sees a job only after reporting_params flush_time (15 s)
     install_hint = ("load Grid Engine's environment (e.g. `module load sge` or `source "
                     "$SGE_ROOT/default/common/settings.sh`) or add the directory holding qsub "
                     "to PATH")
 
     def header_lines(self) -> List[str]:
         o = self.options
-        lines = ["-N %s" % o.name, "-S /bin/bash", "-V", "-wd %s" % o.workdir,
+        # -notify: qdel sends USR2 before KILL; the script forwards it to mpiexec, whose
+        # ranks may run in their own process group that a plain qdel would not reach
+        lines = ["-N %s" % o.name, "-S /bin/bash", "-V", "-notify", "-wd %s" % o.workdir,
                  "-o %s" % self._output_pattern(), "-j y"]
         if o.nprocs > 1 or o.pe:
             lines.append("-pe %s %d" % (o.pe or DEFAULT_PE, o.nprocs))
@@ -49,6 +53,23 @@ class SGEJob(Job):
         if o.array is not None:
             lines.append("-t %d-%d" % o.array)
         return lines
+
+    def pre_launch_lines(self) -> List[str]:
+        """For the Open MPI wheel: hand it the PE's hosts.
+
+        The wheel's PRTE has no Grid Engine support (``prte_info`` lists ras/plm slurm, pbs,
+        ssh only), so it ignores ``$PE_HOSTFILE`` and would put every rank on the first host.
+        Its default hostfile is pointed at a copy in PRTE's format; on several hosts PRTE
+        then starts its daemons over ssh. MPICH's hydra reads ``$PE_HOSTFILE`` itself.
+        """
+        if _mpienv.backend() != "openmpi" or self.options.launcher != "mpiexec":
+            return []
+        return ['if [ -r "${PE_HOSTFILE:-}" ]; then',
+                '  hosts="${TMPDIR:-/tmp}/mpidispatch-hosts.$job${task:+.$task}"; '
+                'trap \'rm -f "$hosts"\' EXIT',
+                '  awk \'{print $1" slots="$2}\' "$PE_HOSTFILE" > "$hosts" &&'
+                ' export PRTE_MCA_prte_default_hostfile="$hosts"',
+                'fi']
 
     def _output_pattern(self) -> str:
         o = self.options
@@ -87,6 +108,12 @@ class SGEJob(Job):
             if all(s.endswith("qw") for s in letters):
                 return PENDING, None
             return RUNNING, None
+        if self._cancelled:
+            return CANCELLED, None
+        codes = self.exit_codes()
+        if codes is not None:
+            code = max(codes)
+            return (COMPLETED if code == 0 else FAILED), code
         return self._accounting(job_id)
 
     def _accounting(self, job_id: str) -> Tuple[str, Optional[int]]:

@@ -72,7 +72,11 @@ class SlurmJob(Job):
         proc = self.run_command(["scontrol", "-o", "show", "job", job_id], check=False)
         if proc.returncode != 0:
             if "Invalid job id" in proc.stderr + proc.stdout:
-                return UNKNOWN, None
+                # gone from slurmctld's memory (MinJobAge): the job's own record remains
+                codes = self.exit_codes()
+                if codes is None:
+                    return UNKNOWN, None
+                return (COMPLETED if max(codes) == 0 else FAILED), max(codes)
             raise SchedulerError("`scontrol show job %s` failed: %s"
                                  % (job_id, (proc.stderr + proc.stdout).strip()))
         return self._combine(proc.stdout)
