@@ -58,10 +58,14 @@ def _register_atexit() -> None:
         _atexit_registered = True
 
 
-def _cancel(req: Any) -> None:
+def _cancel(req: Any, wait: bool = False) -> None:
+    """Cancel a posted receive; with ``wait``, also complete it (MPI_Comm_disconnect waits
+    for every pending request on the communicator)."""
     if req is not None:
         try:
             req.Cancel()
+            if wait:
+                req.Wait()
         except Exception:
             pass
 
@@ -94,7 +98,7 @@ class WorkItem:
     """One task as the manager tracks it. Only its payload crosses the wire."""
 
     __slots__ = ("work_id", "payload", "setup", "sink", "tries", "worker", "result", "error",
-                 "timeout", "tag")
+                 "timeout", "tag", "delivered")
 
     def __init__(self, fn: Any, sink: Callable[["WorkItem"], None],
                  setup: Optional[Setup] = None, timeout: Optional[float] = None,
@@ -109,6 +113,7 @@ class WorkItem:
         self.error: Optional[BaseException] = None
         self.timeout = timeout
         self.tag = tag
+        self.delivered = False
 
 
 class Engine:
@@ -568,6 +573,8 @@ class Engine:
         if w.state == READY:
             self._send(w, Tag.CONTROL, ("stop",))
             self._drain_sends(w, 5.0)
+            _cancel(w.req, wait=True)
+            w.req = None
             if w.state == READY and isinstance(w, LocalWorker):
                 if not w._disconnect(env_float("STOP_TIMEOUT", 10.0)):
                     log.warning("%r did not stop in time; killing it", w)

@@ -204,8 +204,10 @@ class WorkerLoop:
         if self.req is not None:
             try:
                 self.req.Cancel()
+                self.req.Wait()  # disconnect waits for pending requests
             except Exception:
                 pass
+            self.req = None
 
 
 def _start_watchdog(manager_pid: int) -> None:

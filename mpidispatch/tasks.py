@@ -100,6 +100,8 @@ class Context:
         item = WorkItem(task, self._done.append, self._setup, timeout=timeout)
         self._manager._engine.submit(item)
         self._outstanding += 1
+        if len(self._order) > 2 * self._outstanding + 4096:  # amortized: drop delivered ones
+            self._order = [i for i in self._order if not i.delivered]
         self._order.append(item)
 
     def get_results_unordered(self) -> "ResultIterator":
@@ -117,7 +119,8 @@ class Context:
             RemoteError or WorkerLostError: the first task (in order) that failed, after all
                 tasks have finished.
         """
-        order, self._order = self._order, []
+        order = [item for item in self._order if not item.delivered]
+        self._order = []
         for _ in _drain(self):
             pass
         for item in order:
@@ -133,7 +136,9 @@ class Context:
                 raise StopIteration
             engine.run_until(lambda: bool(done))
         self._outstanding -= 1
-        return done.popleft()
+        item = done.popleft()
+        item.delivered = True
+        return item
 
 
 def _drain(context: Context) -> Iterator[WorkItem]:

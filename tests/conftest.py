@@ -1,0 +1,120 @@
+"""Shared fixtures: run real MPI programs in a subprocess, bounded, leaving nothing behind.
+
+Every MPI test starts its own ``python`` or ``mpiexec`` in a new session (process group), so
+that a hung or crashed run can be killed whole, and no test relies on a mock of mpi4py.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+sys.path.insert(0, str(ROOT))
+
+from mpidispatch import _mpienv  # noqa: E402
+from mpidispatch.cli import mpiexec_command  # noqa: E402
+
+BACKEND = _mpienv.backend()
+
+
+class Run:
+    """The outcome of one MPI program run."""
+
+    def __init__(self, proc: subprocess.CompletedProcess, seconds: float, cwd: Path):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.seconds = seconds
+        self.cwd = cwd
+
+    def lines(self, prefix: str) -> List[str]:
+        return [l[len(prefix):].strip() for l in self.stdout.splitlines() if l.startswith(prefix)]
+
+    def value(self, prefix: str) -> str:
+        found = self.lines(prefix)
+        assert found, "no %r line in output:\n%s\n--- stderr:\n%s" % (prefix, self.stdout,
+                                                                       self.stderr[-3000:])
+        return found[-1]
+
+    def __repr__(self) -> str:
+        return "<Run rc=%s %.1fs>\nstdout:\n%s\nstderr:\n%s" % (
+            self.returncode, self.seconds, self.stdout[-3000:], self.stderr[-3000:])
+
+
+def _environment(extra: Optional[Dict[str, str]]) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    for key, value in _mpienv.recommended_environment(for_launcher=True).items():
+        env.setdefault(key, value)
+    env["PATH"] = os.path.join(sys.prefix, "bin") + os.pathsep + env.get("PATH", "")
+    env.setdefault("MPIDISPATCH_START_TIMEOUT", "30")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_program(cmd: List[str], cwd: Path, timeout: float = 90,
+                env: Optional[Dict[str, str]] = None) -> Run:
+    """Run ``cmd`` in its own session; on timeout kill the whole group and fail."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=str(cwd), env=_environment(env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, err = proc.communicate()
+        pytest.fail("timed out after %gs (a hang): %s\nstdout:\n%s\nstderr:\n%s"
+                    % (timeout, " ".join(cmd), out[-3000:], err[-3000:]))
+    _kill_group(proc.pid)  # anything the run left behind in its session
+    return Run(subprocess.CompletedProcess(cmd, proc.returncode, out, err),
+               time.monotonic() - start, cwd)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def survivors(pattern: str) -> List[str]:
+    """Processes whose command line contains ``pattern`` (to prove none is left)."""
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [l for l in out.splitlines() if pattern in l and " Z" not in l[:12]
+            and "ps -eo" not in l]
+
+
+@pytest.fixture
+def mpi_run(tmp_path):
+    """``mpi_run(scenario, n=None, *args, timeout=..., env=...)``.
+
+    ``n=None`` runs ``python scenario.py`` (a singleton manager spawning workers);
+    ``n=N`` runs it under ``mpiexec -n N``.
+    """
+    def run(scenario: str, *args: str, n: Optional[int] = None, timeout: float = 90,
+            env: Optional[Dict[str, str]] = None, ft: bool = False,
+            module: bool = False) -> Run:
+        script = str(SCENARIOS / scenario)
+        if module:
+            cmd = [sys.executable, "-m", "mpidispatch"] + (["-n", str(n)] if n else []) \
+                + [script] + list(args)
+        elif n is None:
+            cmd = [sys.executable, script] + list(args)
+        else:
+            cmd = mpiexec_command(n, ft) + [sys.executable, script] + list(args)
+        return run_program(cmd, tmp_path, timeout=timeout, env=env)
+    return run
+
+
+def pytest_report_header(config):
+    return "mpidispatch MPI wheel: %s (%s)" % (BACKEND, sys.prefix)

@@ -1,0 +1,81 @@
+"""The engine and the IMP-style face under real MPI: static world and spawned workers."""
+import ast
+import sys
+
+import pytest
+
+from conftest import BACKEND, survivors
+
+EXPECTED = [100 + i for i in range(40)]
+
+
+def check_basic(run, workers):
+    assert run.returncode == 0, run
+    assert ast.literal_eval(run.value("RESULTS")) == EXPECTED
+    assert run.value("WORKERS") == str(workers)
+    assert run.value("SETUP_SAME_PROCESS") == "True"
+    assert run.value("FLOATS") == "True True True"
+    assert survivors("scenarios/imp_basic.py") == []
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_static_world(mpi_run, n):
+    run = mpi_run("imp_basic.py", n=n)
+    check_basic(run, n - 1)
+    # every worker's stdout went to its own log file
+    logs = sorted(run.cwd.glob("worker*.output"))
+    assert len(logs) == n - 1
+    assert any("task" in p.read_text() for p in logs)
+
+
+def test_spawned_workers(mpi_run):
+    run = mpi_run("imp_basic.py", "2")
+    check_basic(run, 2)
+    assert int(run.value("PIDS")) == 2
+    assert sorted(p.name for p in run.cwd.glob("worker*.output")) == [
+        "worker0.output", "worker1.output"]
+
+
+def test_python_m_mpidispatch(mpi_run):
+    run = mpi_run("imp_basic.py", n=3, module=True)
+    check_basic(run, 2)
+
+
+def test_errors_spawned(mpi_run):
+    run = mpi_run("errors.py", "1")
+    check_errors(run)
+
+
+def test_errors_static(mpi_run):
+    run = mpi_run("errors.py", n=2)
+    check_errors(run)
+
+
+def check_errors(run):
+    assert run.returncode == 0, run
+    assert run.value("RETURNED") == "IndexError test"
+    assert run.value("REMOTE") == "ValueError True True True"
+    assert run.value("UNPICKLABLE_TASK") == "True"
+    assert ast.literal_eval(run.value("OUTCOMES")) == sorted(
+        ["1", "1", "SerializationError", "RemoteSystemExit"])
+    assert run.value("STILL_WORKS") == "[1]"
+
+
+def test_big_array_spawned(mpi_run):
+    run = mpi_run("bigarray.py", "1", timeout=120)
+    assert run.returncode == 0, run
+    assert run.value("INTACT") == "True float64 True"
+
+
+def test_big_array_static(mpi_run):
+    run = mpi_run("bigarray.py", n=2, timeout=120)
+    assert run.returncode == 0, run
+    assert run.value("INTACT") == "True float64 True"
+
+
+def test_no_workers_and_bad_python(mpi_run):
+    run = mpi_run("no_workers.py")
+    assert run.returncode == 0, run
+    assert float(run.value("NOMORE")) < 2.0
+    assert float(run.value("STARTERROR")) < 10.0
+    assert run.value("NAMES_COMMAND") == "True"
