@@ -29,8 +29,8 @@ from . import _serialize, _world
 from ._mpienv import mpi, ulfm_error_classes
 from ._protocol import Tag, decode, pack, requests_done, send_message, unpack_error
 from ._util import Backoff, env_float, hostname, pid_status
-from .errors import (NoMoreWorkersError, RemoteError, SerializationError, TaskTimeoutError,
-                     WorkerLostError, WorkerStartError)
+from .errors import (NetworkError, NoMoreWorkersError, RemoteError, SerializationError,
+                     TaskTimeoutError, WorkerLostError, WorkerStartError)
 from .workers import (DEAD, NEW, READY, STARTING, STOPPED, LocalWorker, Worker, WorldWorker,
                       default_python)
 
@@ -205,9 +205,8 @@ class Engine:
     def _start_next(self) -> None:
         """Start NEW workers, one at a time.
 
-        ``MPI_Comm_spawn`` runs in a helper thread only so that the wait is bounded by
-        ``start_timeout`` (a program that dies before MPI_Init makes it hang); the loop makes
-        no other MPI call meanwhile (MPI_THREAD_SERIALIZED).
+        ``MPI_Comm_spawn`` runs in a helper thread so that the wait is bounded by
+        ``start_timeout``: a program that dies before MPI_Init makes it hang forever.
         """
         for w in self.workers:
             if w.state != NEW:
@@ -563,6 +562,59 @@ class Engine:
         new = w._replacement() or LocalWorker()
         self.respawns += 1
         self.add_worker(new)
+
+    # -- message passing (MODELLER's send_data / get_data / run_cmd) ------------------------
+    def start_all(self, timeout: Optional[float] = None) -> None:
+        """Start every worker and wait until each has said hello.
+
+        Raises:
+            WorkerStartError: a worker did not start (the first such error).
+        """
+        self._new_workers = True
+        limit = self.start_timeout + 5 if timeout is None else timeout
+        waiting = lambda: [w for w in self.workers if w.state in (NEW, STARTING)]
+        if not self.run_until(lambda: not waiting(), limit):
+            raise self._hello_timeout(waiting()[0])
+        if self.start_errors:
+            raise self.start_errors[0]
+
+    def send_data(self, w: Worker, obj: Any) -> None:
+        """Send any picklable object to worker ``w`` (its ``manager.get_data()`` gets it)."""
+        p = Payload(obj, "data")
+        self._require_ready(w)
+        self._send(w, Tag.DATA, (p.data, p.sizes), p.buffers)
+
+    def run_cmd(self, w: Worker, source: str) -> None:
+        """Run Python ``source`` on worker ``w`` in its persistent namespace."""
+        self._require_ready(w)
+        self._send(w, Tag.CONTROL, ("exec", source))
+
+    def get_data(self, w: Worker, timeout: Optional[float] = None) -> Any:
+        """The next object worker ``w`` sent with ``manager.send_data``.
+
+        Raises:
+            RemoteError: ``run_cmd`` source raised on that worker.
+            NetworkError: the worker died.
+            TimeoutError: nothing came within ``timeout`` seconds.
+        """
+        ready = lambda: bool(w.inbox or w.errors) or w.state in (DEAD, STOPPED)
+        if not self.run_until(ready, timeout):
+            raise TimeoutError("no data from %r within %g s" % (w, timeout))
+        if w.errors:
+            raise w.errors.popleft()
+        if w.inbox:
+            return w.inbox.popleft()
+        raise NetworkError("%r is gone (%s); see its log file %s"
+                           % (w, w.death or w.state, w.log_file))
+
+    def _require_ready(self, w: Worker) -> None:
+        if w not in self.workers:
+            raise ValueError("%r does not belong to this manager" % (w,))
+        if w.state in (NEW, STARTING):
+            self.start_all()
+        if w.state != READY:
+            raise NetworkError("%r is not running (%s); see its log file %s"
+                               % (w, w.death or w.state, w.log_file))
 
     # -- shutdown ----------------------------------------------------------------------------
     def _stop_worker(self, w: Worker) -> None:

@@ -112,11 +112,6 @@ def mpi() -> ModuleType:
         prepare_environment()
         import mpi4py
         mpi4py.rc.errors = "exception"
-        if "MPI4PY_RC_THREAD_LEVEL" not in os.environ:
-            # Only one thread of ours talks to MPI at a time. With MPI_THREAD_MULTIPLE both
-            # the Open MPI and the MPICH wheels were seen to stall a manager/worker exchange
-            # for good after a few hundred messages (bench notes in docs/performance.md).
-            mpi4py.rc.thread_level = "serialized"
         from mpi4py import MPI
         _MPI = MPI
     return _MPI

@@ -64,6 +64,10 @@ class Manager:
         """A new context whose tasks get ``startup()``'s return value as arguments."""
         return Context(self, startup)
 
+    def summary(self) -> str:
+        """One line on what ran: tasks, workers, tasks per worker, losses."""
+        return self._engine.summary()
+
     def close(self) -> None:
         """Stop the spawned workers (done at exit too)."""
         self._engine.close()
