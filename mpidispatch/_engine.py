@@ -216,15 +216,31 @@ class Engine:
             w.log_file = self._log_file(w)
             try:
                 w._launch(self.python, w.log_file)
-                got = w._launched(self.start_timeout)
+                got = w._launched(self._start_limit(w) if w.blocking_start else 0.0)
             except WorkerStartError as exc:
                 self._start_failed(w, exc)
                 continue
-            if got is None:
+            if got is not None:
+                w.comm, w.rank = got
+                w.last_heard = time.monotonic()
+            elif w.blocking_start:
                 self._start_failed(w, self._hello_timeout(w))
-                continue
+
+    def _start_limit(self, w: Worker) -> float:
+        return w.start_timeout if w.start_timeout is not None else self.start_timeout
+
+    def _poll_start(self, w: Worker, now: float) -> None:
+        """A worker that connects in its own time (e.g. a batch job): is it there yet?"""
+        try:
+            got = w._launched(0.0)
+        except WorkerStartError as exc:
+            self._start_failed(w, exc)
+            return
+        if got is not None:
             w.comm, w.rank = got
-            w.last_heard = time.monotonic()
+            w.last_heard = now
+        elif now - w.start_time > self._start_limit(w):
+            self._start_failed(w, self._hello_timeout(w))
 
     def _log_file(self, w: Worker) -> Optional[str]:
         if not self.output or isinstance(w, WorldWorker):
@@ -236,7 +252,7 @@ class Engine:
             "worker %d did not start within start_timeout=%gs. Command: %s; log file: %s. "
             "Look in the log file; check that the python= command works on that host, that "
             "it can import mpi4py and mpidispatch, and raise start_timeout for a slow start."
-            % (w.index, self.start_timeout, w.command, w.log_file), w.command, w.log_file)
+            % (w.index, self._start_limit(w), w.command, w.log_file), w.command, w.log_file)
 
     def _start_failed(self, w: Worker, exc: WorkerStartError) -> None:
         log.warning("%s", exc)
@@ -483,8 +499,10 @@ class Engine:
 
     def _check_health(self, now: float) -> None:
         for w in self.workers:
-            if w.state == STARTING and w.comm is not None:
-                if now - w.start_time > self.start_timeout:
+            if w.state == STARTING and w.comm is None:
+                self._poll_start(w, now)
+            elif w.state == STARTING:
+                if now - w.start_time > self._start_limit(w):
                     self._start_failed(w, self._hello_timeout(w))
             elif w.state == READY:
                 if w.pid is not None and w.host == self._host:

@@ -26,6 +26,10 @@ class Worker:
 
     #: Shown in messages; subclasses refine it.
     kind = "worker"
+    #: True: the manager waits (up to the start timeout) for ``_launched`` right after
+    #: ``_launch``. False: it polls ``_launched(0)`` from its loop, for workers that connect
+    #: in their own time (batch jobs).
+    blocking_start = True
 
     def __init__(self) -> None:
         self.state = NEW
@@ -49,6 +53,7 @@ class Worker:
         self.exitcode: Optional[int] = None
         self.death: Optional[str] = None  # why it died, when it did
         self.retiring = False
+        self.start_timeout: Optional[float] = None  # None: the manager's start_timeout
 
     # -- what subclasses provide ------------------------------------------------------------
     def _launch(self, python: str, log_file: Optional[str]) -> None:
