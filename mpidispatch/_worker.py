@@ -82,6 +82,7 @@ class WorkerLoop:
         self.namespace: Dict[str, Any] = {"manager": self.channel, "__name__": "__worker__"}
         self.status = MPI.Status()
         self.running = True
+        self.hard_stop = False
 
     # -- sending -------------------------------------------------------------------------
     def send(self, tag: int, message: tuple, buffers: Sequence[Any] = ()) -> None:
@@ -134,6 +135,7 @@ class WorkerLoop:
         verb = payload[0]
         if verb == "stop":
             self.running = False
+            self.hard_stop = bool(len(payload) > 1 and payload[1].get("hard"))
         elif verb == "welcome":
             self.on_welcome(payload[1])
         elif verb == "exec":
@@ -157,6 +159,23 @@ class WorkerLoop:
             os.chdir(cwd)
         if info.get("host") == hostname() and info.get("pid"):
             _start_watchdog(int(info["pid"]))
+        if info.get("heartbeat"):
+            self._start_heartbeat(float(info["heartbeat"]))
+
+    def _start_heartbeat(self, interval: float) -> None:
+        """Tell a manager on another host, every ``interval`` s, that this worker lives
+        (it cannot check our pid); runs beside long tasks (MPI_THREAD_MULTIPLE)."""
+        comm, manager = self.comm, self.manager
+
+        def beat() -> None:
+            while self.running:
+                time.sleep(interval)
+                try:
+                    comm.send(("heartbeat",), dest=manager, tag=Tag.CONTROL)
+                except Exception:
+                    return
+
+        threading.Thread(target=beat, name="mpidispatch-heartbeat", daemon=True).start()
 
     def on_data(self, payload: tuple) -> None:
         data, sizes = payload

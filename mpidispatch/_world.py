@@ -57,8 +57,12 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
     from ._worker import WorkerLoop, redirect_output
     log_file = log_pattern % (rank - 1) if log_pattern else None
     redirect_output(log_file)
-    WorkerLoop(comm, 0, log_file).serve()
+    loop = WorkerLoop(comm, 0, log_file)
+    loop.serve()
     sys.stdout.flush()
+    sys.stderr.flush()
+    if loop.hard_stop:
+        os._exit(0)
     sys.exit(0)
 
 
@@ -91,12 +95,14 @@ def _stop_world() -> None:
         return
     comm = _world_comm()
     lost = False
+    lost = any(w.state == DEAD for w in _workers)
     for w in _workers:
         if w.state == DEAD:
-            lost = True
             continue
         try:
-            comm.send(("stop",), dest=w.rank, tag=Tag.CONTROL)
+            # After a rank died, MPI_Finalize would wait for it forever: the survivors
+            # must leave without it ("hard" stop), like rank 0 below.
+            comm.send(("stop", {"hard": lost}), dest=w.rank, tag=Tag.CONTROL)
         except Exception:
             lost = True
         w.state = STOPPED

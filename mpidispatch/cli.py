@@ -14,6 +14,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import List, Optional
 
 from . import _mpienv
@@ -67,12 +68,32 @@ def run_script(argv: List[str]) -> int:
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         cmd = mpiexec_command(args.nprocs, args.fault_tolerant) + [
             sys.executable, "-m", "mpidispatch", "--output", args.output, args.script] + args.args
-        return subprocess.call(cmd, env=env)
+        # mpiexec's own exit status is that of whichever rank failed, e.g. a worker that
+        # died and was replaced; report the manager's (rank 0's) instead.
+        with tempfile.TemporaryDirectory(prefix="mpidispatch-") as tmp:
+            env["MPIDISPATCH_STATUS_FILE"] = status_file = os.path.join(tmp, "status")
+            code = subprocess.call(cmd, env=env)
+            try:
+                with open(status_file) as f:
+                    return int(f.read().strip())
+            except (OSError, ValueError):
+                return code
     from . import _world
     _world.serve_if_worker(args.output)   # ranks >= 1 serve here and exit
     sys.argv = [args.script] + args.args
     sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))
-    runpy.run_path(args.script, run_name="__main__")
+    code = 1
+    try:
+        runpy.run_path(args.script, run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
+    finally:
+        status_file = os.environ.get("MPIDISPATCH_STATUS_FILE")
+        if status_file:
+            with open(status_file, "w") as f:
+                f.write(str(code))
     return 0
 
 

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any, Callable, Iterator, List, Optional
 
 from . import _world
+from ._progress import Progress, RunStats
 from ._engine import Engine, Setup, WorkItem
 from .workers import LocalWorker, Worker
 
@@ -108,16 +109,19 @@ class Context:
             self._order = [i for i in self._order if not i.delivered]
         self._order.append(item)
 
-    def get_results_unordered(self) -> "ResultIterator":
+    def get_results_unordered(self, progress: bool = False) -> "ResultIterator":
         """Iterate over results as tasks finish (tasks added meanwhile run too).
 
         A task that raised makes ``next()`` raise :class:`RemoteError` for that task; calling
-        ``next()`` again goes on with the others.
+        ``next()`` again goes on with the others. ``progress=True`` draws a progress bar on
+        stderr (tqdm if installed) and prints a one-line summary at the end.
         """
-        return ResultIterator(self)
+        return ResultIterator(self, progress)
 
-    def get_results(self) -> List[Any]:
+    def get_results(self, progress: bool = False) -> List[Any]:
         """Run every task; return the results in the order the tasks were added.
+
+        ``progress=True`` draws a progress bar and prints a summary line at the end.
 
         Raises:
             RemoteError or WorkerLostError: the first task (in order) that failed, after all
@@ -125,8 +129,12 @@ class Context:
         """
         order = [item for item in self._order if not item.delivered]
         self._order = []
+        bar = Progress(progress, total=self._outstanding)
+        stats = RunStats(self._manager._engine)
         for _ in _drain(self):
-            pass
+            bar.update()
+        bar.close()
+        stats.report(progress)
         for item in order:
             if item.error is not None:
                 raise item.error
@@ -156,14 +164,29 @@ def _drain(context: Context) -> Iterator[WorkItem]:
 class ResultIterator:
     """Results of a context in completion order; survives a failed task."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, progress: bool = False) -> None:
         self._context = context
+        self._progress = progress
+        self._bar = Progress(progress, total=context._outstanding)
+        self._stats = RunStats(context._manager._engine)
+        self._seen = context._outstanding
 
     def __iter__(self) -> "ResultIterator":
         return self
 
     def __next__(self) -> Any:
-        item = self._context._next_item()
+        context = self._context
+        self._bar.add_total(context._outstanding - self._seen)  # tasks added meanwhile
+        try:
+            item = context._next_item()
+        except StopIteration:
+            if self._stats is not None:  # first StopIteration: end the bar, summarize
+                self._bar.close()
+                self._stats.report(self._progress)
+                self._stats = None
+            raise
+        self._seen = context._outstanding
+        self._bar.update()
         if item.error is not None:
             raise item.error
         return item.result

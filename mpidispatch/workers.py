@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -49,9 +50,11 @@ class Worker:
         self.busy_since = 0.0
         self.last_heard = 0.0
         self.start_time = 0.0
+        self.ready_time = 0.0
         self.tasks_done = 0
         self.exitcode: Optional[int] = None
         self.death: Optional[str] = None  # why it died, when it did
+        self.death_time = 0.0
         self.retiring = False
         self.start_timeout: Optional[float] = None  # None: the manager's start_timeout
 
@@ -113,13 +116,14 @@ class LocalWorker(Worker):
         if log_file:
             args += ["--log", log_file]
         self.command = " ".join(shlex.quote(w) for w in words + args)
-        if backend() == "mpich":
-            # hydra kills every process when a direct child dies of a signal; a shell in
-            # between turns such a death into an ordinary exit status.
-            args = ["-c", 'trap "" USR1; "$0" "$@"; exit $?', words[0]] + args
-            executable = "/bin/sh"
-        else:
-            executable = words[0]
+        # A shell stays between MPI and the worker: it writes the worker's exit status to
+        # the log file (so a lost worker is reported with its signal or exit code), and it
+        # turns a death by signal into an ordinary exit, which MPICH's hydra needs (it kills
+        # every process when a direct child dies of a signal).
+        record = ('echo "mpidispatch: worker process ended with exit status $s" >> %s; '
+                  % shlex.quote(log_file)) if log_file else ""
+        args = ["-c", 'trap "" USR1; "$0" "$@"; s=$?; %sexit $s' % record, words[0]] + args
+        executable = "/bin/sh"
         MPI = mpi()
         info = MPI.Info.Create()
         if self.spawn_host:
@@ -223,6 +227,42 @@ def _preflight(python: str, words: List[str]) -> None:
         raise WorkerStartError(
             "the worker command %r does not work: %s. Pass python= a command that starts a "
             "Python with mpi4py and mpidispatch installed." % (python, problem), python, None)
+
+
+def exit_status_from_log(log_file: Optional[str], wait: float = 0.5) -> Optional[int]:
+    """The exit status the worker's shell wrapper wrote to its log file (negative: killed by
+    that signal), waiting up to ``wait`` seconds for it; None if unknown."""
+    if not log_file:
+        return None
+    deadline = time.monotonic() + wait
+    marker = "mpidispatch: worker process ended with exit status "
+    while True:
+        try:
+            with open(log_file, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            tail = ""
+        found = [l for l in tail.splitlines() if l.startswith(marker)]
+        if found:
+            code = int(found[-1][len(marker):].strip() or 0)
+            return -(code - 128) if code > 128 else code
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+def describe_exit(code: Optional[int]) -> str:
+    """'killed by SIGKILL', 'exit status 3' or 'exit status unknown'."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return "killed by %s" % signal.Signals(-code).name
+        except ValueError:
+            return "killed by signal %d" % -code
+    return "exit status %d" % code
 
 
 def _quiet_disconnect(comm: Any) -> None:

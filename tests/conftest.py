@@ -36,7 +36,8 @@ class Run:
         self.cwd = cwd
 
     def lines(self, prefix: str) -> List[str]:
-        return [l[len(prefix):].strip() for l in self.stdout.splitlines() if l.startswith(prefix)]
+        return [l[len(prefix):].strip() for l in self.stdout.splitlines()
+                if l.startswith(prefix + " ") or l == prefix]
 
     def value(self, prefix: str) -> str:
         found = self.lines(prefix)
@@ -107,7 +108,7 @@ def mpi_run(tmp_path):
         script = str(SCENARIOS / scenario)
         if module:
             cmd = [sys.executable, "-m", "mpidispatch"] + (["-n", str(n)] if n else []) \
-                + [script] + list(args)
+                + (["--ft"] if ft else []) + [script] + list(args)
         elif n is None:
             cmd = [sys.executable, script] + list(args)
         else:

@@ -1,0 +1,285 @@
+"""PyOPUS-style job dispatcher: subclass, define generator/processor/collector, ``run()``.
+
+::
+
+    class Squares(JobDispatcher):
+        def reset(self):                 self.todo = iter(range(100)); self.total = 0
+        def job_generator(self):         return next(self.todo, None)    # None: no more jobs
+        def job_processor(self, job):    return job * job                # runs on a worker
+        def job_collector(self, job, r): self.total += r                 # runs here
+        def postprocess(self):           print(self.total)
+
+    Squares(max_workers=4).run()
+
+``run()`` calls ``reset()``, then takes jobs from the generator *lazily* (never more jobs
+generated-but-uncollected than the workers hold: workers x ``prefetch``), sends each to a
+worker, feeds results to the collector in completion order, and calls ``postprocess()``.
+
+The dispatcher object itself is pickled and sent to each worker once per ``run()`` (as the
+setup of an engine context), so ``job_processor`` sees the attributes the dispatcher had when
+``run()`` started; only the job travels with each task. The subclass must therefore be
+picklable (cloudpickle handles classes defined in the script; define ``__getstate__`` calling
+``super().__getstate__()`` to leave out big or unpicklable attributes).
+
+Where no worker is available (plain ``python script.py`` without ``max_workers``, or fewer
+live workers than ``min_workers``) the jobs are evaluated locally in this process, as PyOPUS
+does without a virtual machine.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, TextIO
+
+from . import _world
+from ._engine import Engine, Setup, WorkItem
+from ._progress import Progress, RunStats
+from .workers import LocalWorker, Worker
+
+__all__ = ["JobDispatcher"]
+
+
+class _Clone:
+    """Setup of a run's context: gives the worker its copy of the dispatcher."""
+
+    __slots__ = ("dispatcher",)
+
+    def __init__(self, dispatcher: "JobDispatcher") -> None:
+        self.dispatcher = dispatcher
+
+    def __call__(self) -> tuple:
+        return (self.dispatcher,)
+
+
+class _Process:
+    """One job on the wire: the worker calls ``dispatcher.job_processor(job)``."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+
+    def __call__(self, dispatcher: "JobDispatcher") -> Any:
+        return dispatcher.job_processor(self.job)
+
+
+class JobDispatcher:
+    """Base class of a job dispatcher (PyOPUS ``JobDispatcher``). Subclass it.
+
+    Under ``mpiexec -n N`` the constructor turns ranks 1..N-1 into workers (they never return
+    from it), so call ``super().__init__()`` before any work in a subclass constructor.
+
+    Args:
+        max_workers: in a singleton (``python script.py``), spawn this many ``LocalWorker``
+            processes at the first ``run()``; None spawns none, so jobs run locally unless
+            workers were added with :meth:`add_worker`. Under ``mpiexec``, use at most this
+            many of the world's ranks (None: all).
+        min_workers: with fewer live workers than this at the start of ``run()``, evaluate
+            the jobs locally instead (0: only when there is no worker at all).
+        debug: 1 prints each dispatch and each result with its worker and timings (stdout).
+        fault_tolerant: replace a worker that dies by spawning a new one (its job is retried).
+        python: command line starting a worker's Python (default: this interpreter).
+        output: ``%d`` pattern of the worker log files.
+        prefetch: jobs in flight per worker. 1 (the default) is PyOPUS's one job per idle
+            worker, best for long unequal jobs and the tightest bound on generated jobs;
+            2 or more hides the round trip between many short jobs.
+        **engine_options: passed to the engine (``start_timeout``, ``task_timeout``, ...).
+    """
+
+    def __init__(self, max_workers: Optional[int] = None, min_workers: int = 0,
+                 debug: int = 0, fault_tolerant: bool = False, python: Optional[str] = None,
+                 output: str = "worker%d.output", prefetch: int = 1,
+                 **engine_options: Any) -> None:
+        _world.serve_if_worker(output)
+        if max_workers is not None and max_workers < 0:
+            raise ValueError("max_workers must be >= 0 or None, not %r" % (max_workers,))
+        if min_workers < 0:
+            raise ValueError("min_workers must be >= 0, not %r" % (min_workers,))
+        self.max_workers = max_workers
+        self.min_workers = min_workers
+        self.debug = debug
+        self._options: Dict[str, Any] = dict(engine_options, fault_tolerant=fault_tolerant,
+                                             python=python, output=output, prefetch=prefetch)
+        self._engine: Optional[Engine] = None
+        self._extra: List[Worker] = []
+        #: Where ``debug`` output goes.
+        self.debug_stream: Optional[TextIO] = None
+        #: True while/after the last ``run()`` evaluated its jobs in this process.
+        self.local_mode = False
+
+    # -- the hooks a subclass defines ---------------------------------------------------------
+    def reset(self) -> None:
+        """Prepare for a run (called first by every ``run()``): e.g. rewind the generator."""
+
+    def job_generator(self) -> Any:
+        """Return the next job (any picklable object), or None when there are no more."""
+        raise NotImplementedError("%s must define job_generator()" % type(self).__name__)
+
+    def job_processor(self, job: Any) -> Any:
+        """Evaluate one job, on a worker (or locally); return its (picklable) result."""
+        raise NotImplementedError("%s must define job_processor(job)" % type(self).__name__)
+
+    def job_collector(self, job: Any, result: Any) -> None:
+        """Receive a job's result, here on the manager, in completion order."""
+
+    def postprocess(self) -> None:
+        """Called once after every job of a run was collected."""
+
+    # -- workers -------------------------------------------------------------------------------
+    def add_worker(self, worker: Worker) -> None:
+        """Add a worker (e.g. ``LocalWorker(host="node2")``) besides ``max_workers``."""
+        if self._engine is not None:
+            self._engine.add_worker(worker)
+        else:
+            self._extra.append(worker)
+
+    @property
+    def workers(self) -> List[Worker]:
+        """The workers this dispatcher has (empty before the first ``run()``)."""
+        return list(self._engine.workers) if self._engine is not None else list(self._extra)
+
+    def _get_engine(self) -> Engine:
+        if self._engine is None:
+            engine = self._engine = Engine(**self._options)
+            world = list(engine.workers)
+            if world and self.max_workers is not None:
+                for w in world[self.max_workers:]:
+                    engine.remove_worker(w)  # an mpiexec world larger than asked for
+            elif not world and self.max_workers:
+                for _ in range(self.max_workers):
+                    engine.add_worker(LocalWorker())
+            for w in self._extra:
+                engine.add_worker(w)
+            self._extra = []
+        return self._engine
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, progress: bool = False) -> None:
+        """Generate, dispatch and collect every job, then call ``postprocess()``.
+
+        Args:
+            progress: draw a progress bar (count of collected jobs) and print a summary.
+
+        Raises:
+            RemoteError: ``job_processor`` raised on a worker (jobs not yet sent are dropped).
+            NoMoreWorkersError: every worker died with jobs left (use ``fault_tolerant``).
+        """
+        self.reset()
+        engine = self._get_engine()
+        live = len(engine.live_workers())
+        self.local_mode = live == 0 or live < self.min_workers
+        bar = Progress(progress, desc="jobs")
+        stats = RunStats(None if self.local_mode else engine)
+        try:
+            if self.local_mode:
+                self._run_local(bar, stats)
+            else:
+                self._run_remote(engine, bar)
+        finally:
+            bar.close()
+        stats.report(progress, type(self).__name__)
+        self.postprocess()
+
+    def _say(self, text: str) -> None:
+        out = self.debug_stream or sys.stdout
+        out.write("%s: %s\n" % (type(self).__name__, text))
+        out.flush()
+
+    def _run_local(self, bar: Progress, stats: RunStats) -> None:
+        index = 0
+        while True:
+            job = self.job_generator()
+            if job is None:
+                return
+            start = time.perf_counter()
+            result = self.job_processor(job)
+            if self.debug:
+                self._say("job %d evaluated locally in %.4f s" % (
+                    index, time.perf_counter() - start))
+            self.job_collector(job, result)
+            stats.local_tasks += 1
+            bar.update()
+            index += 1
+
+    def _run_remote(self, engine: Engine, bar: Progress) -> None:
+        setup = Setup(_Clone(self))  # the dispatcher as it is now, once per worker
+        inflight: Dict[int, WorkItem] = {}
+        done: Deque[WorkItem] = deque()
+        announced: Dict[int, float] = {}  # debug: work id -> when it was seen dispatched
+        index = 0
+        exhausted = False
+
+        def arrived() -> bool:
+            if self.debug:
+                self._announce(inflight, announced)
+            return bool(done)
+
+        try:
+            while True:
+                limit = max(1, len(engine.live_workers())) * engine.prefetch
+                while not exhausted and len(inflight) < limit:
+                    job = self.job_generator()
+                    if job is None:
+                        exhausted = True
+                        break
+                    item = WorkItem(_Process(job), done.append, setup,
+                                    tag=(index, job, time.monotonic()))
+                    engine.submit(item)
+                    inflight[item.work_id] = item
+                    index += 1
+                if not inflight:
+                    return
+                if not done:
+                    engine.run_until(arrived)
+                while done:
+                    item = done.popleft()
+                    del inflight[item.work_id]
+                    number, job, queued = item.tag
+                    if self.debug:
+                        now = time.monotonic()
+                        self._say("job %d <- %r: %s %.4f s after dispatch (%.4f s after "
+                                  "generation)" % (number, item.worker,
+                                                   "error" if item.error else "result",
+                                                   now - announced.pop(item.work_id, now),
+                                                   now - queued))
+                    if item.error is not None:
+                        raise item.error
+                    self.job_collector(job, item.result)
+                    bar.update()
+        finally:
+            for item in inflight.values():  # an error: drop what no worker has yet
+                engine.cancel(item)
+
+    def _announce(self, inflight: Dict[int, WorkItem], announced: Dict[int, float]) -> None:
+        for item in inflight.values():
+            if item.worker is not None and item.work_id not in announced:
+                announced[item.work_id] = time.monotonic()
+                number, _, queued = item.tag
+                self._say("job %d -> %r after %.4f s in the queue" % (
+                    number, item.worker, time.monotonic() - queued))
+
+    # -- pickling and cleanup ----------------------------------------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        """What a worker's copy holds: everything but the engine and manager-side state."""
+        state = self.__dict__.copy()
+        for key in ("_engine", "_extra", "debug_stream"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._engine = None
+        self._extra = []
+        self.debug_stream = None
+
+    def close(self) -> None:
+        """Stop the spawned workers (done at exit too)."""
+        if self._engine is not None:
+            self._engine.close()
+
+    def __enter__(self) -> "JobDispatcher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

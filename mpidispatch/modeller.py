@@ -1,0 +1,409 @@
+"""MODELLER-style parallel jobs (``modeller.parallel``): ``job``, ``task`` and message passing.
+
+::
+
+    j = job()                                  # a list of workers
+    j.append(LocalWorker())                    # or run under mpiexec -n N: ranks join by themselves
+    j.worker_startup_commands.append("import numpy")
+    j.queue_task(MyTask("1fdn"))               # MyTask(task).run("1fdn") runs on a worker
+    results = j.run_all_tasks()                # in the order queued
+    j.start(); w = j[0]                        # message passing
+    w.run_cmd("manager.send_data(manager.get_data() * 2)"); w.send_data(21); w.get_data()
+
+The job is a ``list`` subclass: workers are added and removed with list operations, and the
+job brings the engine in line with the list before each call. Each worker object of a job
+is also its communicator (as in MODELLER): the job gives it ``send_data``, ``get_data`` and
+``run_cmd`` by switching its class to a subclass that mixes in :class:`Communicator` (same
+name, still an instance of the original class). That works for the workers the user adds
+and for the ``mpiexec`` ranks the engine adopts, without a second worker class to import.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence
+
+from . import _world
+from ._engine import Engine, WorkItem
+from ._progress import Progress, RunStats
+from .errors import RemoteError
+from .workers import READY, Worker
+
+__all__ = ["job", "task", "Communicator", "job_name"]
+
+
+def job_name() -> str:
+    """MODELLER's ``${JOB}``: the script's file name without ``.py`` (``stdout`` if none)."""
+    path = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if path in ("", "-", "-c", "-m"):
+        return "stdout"
+    return os.path.splitext(os.path.basename(path))[0] or "stdout"
+
+
+class task:
+    """A unit of work for :meth:`job.queue_task`: subclass it and define :meth:`run`.
+
+    The constructor's arguments are stored and passed to :meth:`run` on the worker:
+    ``MyTask(code).run(code)``. The task object is pickled (by value if its class lives in
+    the script), so anything it holds travels with it.
+
+    Attributes:
+        input_files: paths read on the manager when the task is queued and written (under
+            their base names) into the worker's working directory before :meth:`run`; for
+            workers without a shared file system. An identical file already there is left
+            alone.
+        output_files: base names of files :meth:`run` writes in the worker's working
+            directory; they are sent back and written in the manager's working directory.
+    """
+
+    input_files: Sequence[str] = ()
+    output_files: Sequence[str] = ()
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self._args = args
+        self._kw = kw
+
+    def run(self, *args: Any, **kw: Any) -> Any:
+        """The work, run on a worker; its return value is the task's result."""
+        raise NotImplementedError("%s must define run(self, ...)" % type(self).__name__)
+
+
+def _write_file(name: str, data: bytes) -> None:
+    """Write ``data`` to ``name`` atomically, unless the file already holds exactly that."""
+    try:
+        with open(name, "rb") as f:
+            if f.read() == data:
+                return  # a shared file system: the file is already there
+    except OSError:
+        pass
+    tmp = "%s.tmp%d" % (name, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, name)
+
+
+class _TaskCall:
+    """What goes to the worker for one task: the task plus its input files' bytes."""
+
+    __slots__ = ("task", "inputs", "outputs")
+
+    def __init__(self, t: task) -> None:
+        self.task = t
+        self.inputs: Dict[str, bytes] = {}
+        for path in t.input_files or ():
+            try:
+                with open(path, "rb") as f:
+                    self.inputs[os.path.basename(path)] = f.read()
+            except OSError as exc:
+                raise OSError("input file %r of task %r cannot be read: %s"
+                              % (path, t, exc)) from exc
+        self.outputs = [os.path.basename(p) for p in (t.output_files or ())]
+
+    def __call__(self) -> tuple:
+        for name, data in self.inputs.items():
+            _write_file(name, data)
+        t = self.task
+        result = t.run(*getattr(t, "_args", ()), **getattr(t, "_kw", {}))
+        files = {}
+        for name in self.outputs:
+            try:
+                with open(name, "rb") as f:
+                    files[name] = f.read()
+            except OSError as exc:
+                raise FileNotFoundError(
+                    "task %r lists %r in output_files but run() did not write it in %s: %s"
+                    % (t, name, os.getcwd(), exc)) from exc
+        return result, files
+
+
+class Communicator:
+    """MODELLER's communicator methods, mixed into the workers of a :class:`job`.
+
+    Only a worker that belongs to a job has them (the job sets ``_mpd_job``).
+    """
+
+    _mpd_job: "job"
+
+    def send_data(self, obj: Any) -> None:
+        """Send any picklable object to this worker; its ``manager.get_data()`` returns it.
+
+        numpy arrays travel without pickling copies; floats arrive exactly.
+        """
+        self._mpd_job._send_data(self, obj)  # type: ignore[arg-type]
+
+    def get_data(self, timeout: Optional[float] = None) -> Any:
+        """The next object this worker sent with ``manager.send_data(obj)``.
+
+        Raises:
+            RemoteError: the worker's ``run_cmd`` source raised (remote traceback inside).
+            NetworkError: the worker died.
+            TimeoutError: nothing came within ``timeout`` seconds.
+        """
+        return self._mpd_job._get_data(self, timeout)  # type: ignore[arg-type]
+
+    def run_cmd(self, source: str) -> None:
+        """Run Python ``source`` on this worker, in a namespace kept between calls.
+
+        ``manager`` in that namespace is the worker's channel back (``manager.send_data``,
+        ``manager.get_data``). An exception surfaces as :class:`RemoteError` from this
+        worker's next call.
+        """
+        self._mpd_job._run_cmd(self, source)  # type: ignore[arg-type]
+
+
+_comm_classes: Dict[type, type] = {}
+
+
+def _communicating(cls: type) -> type:
+    """``cls`` with :class:`Communicator` mixed in (one cached subclass per class)."""
+    if issubclass(cls, Communicator):
+        return cls
+    sub = _comm_classes.get(cls)
+    if sub is None:
+        sub = type(cls.__name__, (Communicator, cls), {"__doc__": cls.__doc__})
+        _comm_classes[cls] = sub
+    return sub
+
+
+class job(list):
+    """A parallel job: a list of workers, a task queue and message passing (MODELLER).
+
+    Under ``mpiexec -n N`` the constructor turns ranks 1..N-1 into workers (they never
+    return from it) and on rank 0 they appear in the list by themselves, so one script runs
+    with ``python script.py`` (add ``LocalWorker()`` objects) and under ``mpiexec``.
+
+    Each worker writes its stdout and stderr to ``${JOB}.workerN`` in the working directory
+    (``${JOB}`` = :func:`job_name`, N from 0).
+
+    Args:
+        seq: workers to start with (e.g. ``[LocalWorker(), LocalWorker()]``).
+        python: command line starting a worker's Python (default: this interpreter);
+            ``modeller_path`` is accepted as MODELLER's name for it.
+        host: accepted for MODELLER compatibility; MPI finds the manager by itself.
+        fault_tolerant: replace a worker that dies by spawning a new one (it joins the list).
+        output: ``%d`` pattern of the worker log files (default ``${JOB}.worker%d``).
+        **engine_options: passed to the engine (``start_timeout``, ``prefetch``,
+            ``max_retries``, ``task_timeout``, ...).
+    """
+
+    def __init__(self, seq: Iterable[Worker] = (), python: Optional[str] = None,
+                 host: Optional[str] = None, fault_tolerant: bool = False,
+                 output: Optional[str] = None, modeller_path: Optional[str] = None,
+                 **engine_options: Any) -> None:
+        self.output = output or job_name() + ".worker%d"
+        _world.serve_if_worker(self.output)
+        super().__init__()
+        self.host = host
+        #: Python source strings run (with ``run_cmd``) on each worker when it starts,
+        #: before its first task or message.
+        self.worker_startup_commands: List[str] = []
+        self._queued: Deque[WorkItem] = deque()
+        self._known: Dict[int, Worker] = {}
+        self._initialized: set = set()
+        self._engine = Engine(python=python or modeller_path, output=self.output,
+                              fault_tolerant=fault_tolerant, **engine_options)
+        for w in self._engine.workers:  # mpiexec ranks adopted by the engine
+            self._adopt(w)
+            list.append(self, w)
+        self.extend(seq)
+
+    # -- keeping the engine in line with the list -------------------------------------------
+    def _adopt(self, w: Worker) -> None:
+        self._known[id(w)] = w
+        w.__class__ = _communicating(type(w))
+        w._mpd_job = self  # type: ignore[attr-defined]
+
+    def _sync(self) -> None:
+        """Add appended workers to the engine, stop deleted ones, list engine replacements."""
+        engine = self._engine
+        for w in engine.workers:  # replacements spawned by the engine (fault tolerant)
+            if id(w) not in self._known and w.alive:
+                self._adopt(w)
+                list.append(self, w)
+        for w in self:
+            if id(w) not in self._known:
+                if not isinstance(w, Worker):
+                    raise TypeError("a job holds workers (e.g. LocalWorker()), not %r" % (w,))
+                engine.add_worker(w)
+                self._adopt(w)
+        present = {id(w) for w in self}
+        for key, w in self._known.items():
+            if key not in present and w.alive and not w.retiring:
+                engine.remove_worker(w)
+
+    def _init_workers(self) -> None:
+        """Run the startup commands on every worker that became ready since last time.
+
+        Called between loop turns: the engine sends a new worker its first task on the turn
+        after its hello, so the commands (sent first, on the same channel) run before it.
+        """
+        for w in self:
+            if w.state == READY and id(w) not in self._initialized:
+                self._initialized.add(id(w))
+                for source in self.worker_startup_commands:
+                    self._engine.run_cmd(w, source)
+
+    def _drive(self, done: Any, timeout: Optional[float] = None) -> bool:
+        def turn() -> bool:
+            self._init_workers()
+            for w in self:
+                if w.errors:  # a startup command (or earlier run_cmd) raised
+                    raise w.errors.popleft()
+            return done()
+        return self._engine.run_until(turn, timeout)
+
+    @property
+    def tasks(self) -> List[task]:
+        """The tasks queued and not yet run."""
+        return [item.tag for item in self._queued]
+
+    # -- task interface ----------------------------------------------------------------------
+    def queue_task(self, taskobj: task) -> None:
+        """Queue a task to run on the next :meth:`run_all_tasks`/:meth:`yield_tasks_unordered`.
+
+        The task (and its input files) is pickled now.
+
+        Raises:
+            TypeError: ``taskobj`` has no ``run`` method.
+            SerializationError: the task cannot be pickled (nothing is queued).
+        """
+        if not callable(getattr(taskobj, "run", None)):
+            raise TypeError("queue_task() takes a task object with a run() method (subclass "
+                            "mpidispatch.task), not %r" % (taskobj,))
+        self._queued.append(WorkItem(_TaskCall(taskobj), _ignore, tag=taskobj))
+
+    def run_all_tasks(self, progress: bool = False) -> List[Any]:
+        """Run every queued task; return their results in the order they were queued.
+
+        Args:
+            progress: draw a progress bar on stderr and print a summary line at the end.
+
+        Raises:
+            RemoteError: a task raised (the first in queue order, after all have finished).
+            NoMoreWorkersError: tasks remain and no worker is left to run them.
+        """
+        items = list(self._queued)
+        for _ in self._completed(progress):
+            pass
+        for item in items:
+            if item.error is not None:
+                raise item.error
+        return [self._result(item) for item in items]
+
+    def yield_tasks_unordered(self, progress: bool = False) -> Iterator[Any]:
+        """Run every queued task; yield each result as soon as its task finishes.
+
+        Raises:
+            RemoteError: a task raised (the tasks not yet started are dropped).
+            NoMoreWorkersError: tasks remain and no worker is left to run them.
+        """
+        for item in self._completed(progress):
+            if item.error is not None:
+                raise item.error
+            yield self._result(item)
+
+    def _completed(self, progress: bool) -> Iterator[WorkItem]:
+        """Submit the queued tasks; yield their items in completion order."""
+        self._sync()
+        engine = self._engine
+        items = list(self._queued)
+        self._queued.clear()
+        done: Deque[WorkItem] = deque()
+        for item in items:
+            item.sink = done.append
+            engine.submit(item)
+        bar = Progress(progress, total=len(items))
+        stats = RunStats(engine)
+        left = len(items)
+        try:
+            while left:
+                if not done:
+                    self._drive(lambda: bool(done))
+                left -= 1
+                bar.update()
+                yield done.popleft()
+        finally:
+            if left:  # abandoned (an error, or the caller stopped iterating)
+                for item in items:
+                    engine.cancel(item)
+            bar.close()
+            stats.report(progress, "job")
+
+    @staticmethod
+    def _result(item: WorkItem) -> Any:
+        result, files = item.result
+        for name, data in files.items():
+            _write_file(name, data)
+        return result
+
+    # -- message passing ---------------------------------------------------------------------
+    def start(self, timeout: Optional[float] = None) -> None:
+        """Start every worker not yet running; return when all are connected (MODELLER).
+
+        The startup commands are sent to each before this returns.
+
+        Raises:
+            WorkerStartError: a worker did not start (its log file usually says why).
+        """
+        self._sync()
+        self._engine.start_all(timeout)
+        self._init_workers()
+
+    def _prepare(self, w: Worker) -> None:
+        self._sync()
+        if w not in self:
+            raise ValueError("%r is not a worker of this job" % (w,))
+        if w.state != READY:
+            self.start()
+        self._init_workers()
+
+    def _raise_pending(self, w: Worker) -> None:
+        self._engine.progress()
+        if w.errors:
+            raise w.errors.popleft()
+
+    def _send_data(self, w: Worker, obj: Any) -> None:
+        self._prepare(w)
+        self._raise_pending(w)
+        self._engine.send_data(w, obj)
+
+    def _run_cmd(self, w: Worker, source: str) -> None:
+        if not isinstance(source, str):
+            raise TypeError("run_cmd() takes Python source as a str, not %r" % (source,))
+        self._prepare(w)
+        self._raise_pending(w)
+        self._engine.run_cmd(w, source)
+
+    def _get_data(self, w: Worker, timeout: Optional[float]) -> Any:
+        self._prepare(w)
+        try:
+            return self._engine.get_data(w, timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                "%s. A worker sends data only when source given to run_cmd calls "
+                "manager.send_data(obj); check that it does, or raise the timeout."
+                % (exc,)) from None
+
+    # -- the rest ----------------------------------------------------------------------------
+    def summary(self) -> str:
+        """One line on what ran: tasks, workers, tasks per worker, losses."""
+        return self._engine.summary()
+
+    def close(self) -> None:
+        """Stop the spawned workers (done at exit too)."""
+        self._engine.close()
+
+    def __enter__(self) -> "job":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # list equality/hash semantics stay those of list; a job is unhashable like a list.
+    def __repr__(self) -> str:
+        return "<job %s>" % list.__repr__(self)
+
+
+def _ignore(item: WorkItem) -> None:
+    """Placeholder sink of a queued task; replaced when the task is submitted."""

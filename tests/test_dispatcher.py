@@ -1,0 +1,45 @@
+"""The PyOPUS-style JobDispatcher under real MPI: local mode, spawned workers, mpiexec ranks."""
+import pytest
+
+from conftest import survivors
+
+
+def check_common(run):
+    assert run.returncode == 0, run
+    assert run.value("COLLECTED") == "True True"      # the collector got every result
+    assert run.value("POSTPROCESSED") == "True"
+    assert run.value("SECOND_RUN") == "True 30"        # workers got the updated dispatcher
+    assert run.value("AFTER_ERROR") == "30"
+    assert run.value("MIN_WORKERS_LOCAL") == "True [0, 1, 2, 3, 4]"
+    assert survivors("scenarios/dispatcher_basic.py") == []
+
+
+def test_local_mode(mpi_run):
+    run = mpi_run("dispatcher_basic.py", timeout=60)
+    check_common(run)
+    assert run.value("LOCAL") == "True"
+    assert run.value("PIDS") == "1"
+    assert run.value("MANAGER_PID_USED") == "True"
+    assert run.value("MAX_UNCOLLECTED") == "1"
+    assert run.value("FAILED_JOB") == "local ArithmeticError"
+    assert len(run.lines("Squares: job")) >= 30
+    assert "evaluated locally" in run.stdout
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["spawned", "static"])
+def test_with_workers(mpi_run, static):
+    run = mpi_run("dispatcher_basic.py", n=3, timeout=60) if static else \
+        mpi_run("dispatcher_basic.py", "2", timeout=60)
+    check_common(run)
+    assert run.value("LOCAL") == "False"
+    assert run.value("WORKERS") == "2"
+    assert run.value("MANAGER_PID_USED") == "False"
+    assert run.value("PIDS") == "2"
+    # lazy generation: never more jobs out than 2 workers x prefetch 1
+    assert 1 <= int(run.value("MAX_UNCOLLECTED")) <= 2
+    assert run.value("FAILED_JOB") == "ArithmeticError True"
+    # debug=1: each job's dispatch and result, with worker and timings
+    sent = [l for l in run.lines("Squares: job") if "->" in l]
+    back = [l for l in run.lines("Squares: job") if "<-" in l]
+    assert len(sent) >= 30 * 3 and len(back) >= 30 * 3
+    assert all("Worker" in l and " s " in l for l in sent + back)
