@@ -79,3 +79,21 @@ def test_no_workers_and_bad_python(mpi_run):
     assert float(run.value("NOMORE")) < 2.0
     assert float(run.value("STARTERROR")) < 10.0
     assert run.value("NAMES_COMMAND") == "True"
+
+
+def test_workers_join_and_leave_and_idle_does_not_spin(mpi_run):
+    run = mpi_run("dynamic.py")
+    assert run.returncode == 0, run
+    assert run.value("RESULTS_OK") == "True"
+    assert run.value("PIDS_USED") == "2"            # the late worker took tasks too
+    assert run.value("AFTER_REMOVE_PIDS") == "1 stopped"
+    assert float(run.value("IDLE_WORKER_CPU")) < 0.3   # of 2 s idle
+    assert float(run.value("IDLE_MANAGER_CPU")) < 0.5
+
+
+def test_buffers_larger_than_one_message_are_chunked(mpi_run):
+    # 1 MB chunks: the 100 MB array travels as ~100 MPI messages each way
+    run = mpi_run("bigarray.py", "1", env={"MPIDISPATCH_CHUNK_BYTES": str(1 << 20)},
+                  timeout=120)
+    assert run.returncode == 0, run
+    assert run.value("INTACT") == "True float64 True"

@@ -1,0 +1,62 @@
+"""MPIExecutor under real MPI against concurrent.futures behaviours, static and spawned."""
+import ast
+
+import pytest
+
+from conftest import survivors
+
+EXPECTED = {
+    "SETUP": "ready",
+    "SUBMIT": "49",
+    "NUMPY": "True",
+    "FLOATS": "True True True",
+    "EXCEPTION": "LookupError True True True",
+    "EXCEPTION_METHOD": "LookupError",
+    "UNPICKLABLE": "SerializationError 9",
+    "MAP": str([i * i for i in range(10)]),
+    "MAP_CHUNKS": str([i * i for i in range(10)]),
+    "MAP_UNORDERED": str([i * i for i in range(10)]),
+    "MAP_UNORDERED_FIRST": "fast",
+    "MAP_EXCEPTION": "True",
+    "LAZY": "True True",
+    "HUGE": "[0, 1, 4, 9, 16]",
+    "AS_COMPLETED": "['fast', 'slow']",
+    "WAIT_FIRST": "[1] 1",
+    "WAIT_ALL": "2 0",
+    "PROGRESS": str(sum(i * i for i in range(20))),
+    "AFTER_SHUTDOWN": "RuntimeError True",
+    "CANCEL_RUNNING": "False",
+    "CANCEL_PENDING": "[True, True, True]",
+    "CANCELLED": "[False, False, True, True, True]",
+    "CANCEL_WAIT": "5 0",
+    "CANCEL_RESULTS": "first [0, 1]",
+    "CANCELLED_ERROR": "True",
+    "SHUTDOWN_CANCEL": "ran [True, True, True, True]",
+    "BROKEN": "True True",
+    "BROKEN_SUBMIT": "True",
+    "DONE": "",
+}
+
+
+def check_executor(run):
+    assert run.returncode == 0, run
+    for key, value in EXPECTED.items():
+        assert run.value(key + " ") if value else True
+        assert run.value(key + " " if value else key) == value, key
+    assert run.value("NUM_WORKERS") == "2"
+    assert run.value("PIDS") == "2"
+    assert 0.4 <= float(run.value("MAP_TIMEOUT")) < 1.0
+    nowait = run.value("NOWAIT").split(" ", 1)
+    assert float(nowait[0]) < 0.2 and ast.literal_eval(nowait[1]) == [0, 1, 2]
+    # progress bar (tqdm) and end-of-run summary on stderr
+    assert "20/20" in run.stderr
+    assert "map: 20 tasks on 2 workers" in run.stderr
+    assert survivors("scenarios/executor_basic.py") == []
+
+
+def test_spawned(mpi_run):
+    check_executor(mpi_run("executor_basic.py", "2", timeout=90))
+
+
+def test_static_world(mpi_run):
+    check_executor(mpi_run("executor_basic.py", n=3, timeout=90))
