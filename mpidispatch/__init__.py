@@ -5,11 +5,17 @@ a PyOPUS-style ``JobDispatcher`` and a ``concurrent.futures`` executor.
 """
 from .errors import (Error, NetworkError, NoMoreWorkersError, RemoteError, SerializationError,
                      TaskTimeoutError, WorkerLostError, WorkerStartError)
-from .tasks import Context, Manager
+from .dispatcher import JobDispatcher
+from .executor import BrokenMPIExecutor, MPIExecutor, RemoteTraceback
+from .launch import submit
+from .modeller import job, task
+from .tasks import Context, Manager, ResultIterator
 from .workers import LocalWorker, Worker
 
 __version__ = "0.1.0"
 
-__all__ = ["Manager", "Context", "LocalWorker", "Worker", "Error", "NetworkError",
+__all__ = ["Manager", "Context", "ResultIterator", "LocalWorker", "Worker", "job", "task",
+           "JobDispatcher", "MPIExecutor", "BrokenMPIExecutor", "RemoteTraceback", "submit",
+           "Error", "NetworkError",
            "NoMoreWorkersError", "RemoteError", "SerializationError", "TaskTimeoutError",
            "WorkerLostError", "WorkerStartError", "__version__"]

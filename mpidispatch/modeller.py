@@ -12,10 +12,9 @@
 
 The job is a ``list`` subclass: workers are added and removed with list operations, and the
 job brings the engine in line with the list before each call. Each worker object of a job
-is also its communicator (as in MODELLER): the job gives it ``send_data``, ``get_data`` and
-``run_cmd`` by switching its class to a subclass that mixes in :class:`Communicator` (same
-name, still an instance of the original class). That works for the workers the user adds
-and for the ``mpiexec`` ranks the engine adopts, without a second worker class to import.
+is also its communicator (as in MODELLER): ``Worker.send_data``, ``get_data`` and
+``run_cmd`` go through the job that owns the worker (``worker._owner``), for the workers the
+user adds and the ``mpiexec`` ranks the engine adopts alike.
 """
 from __future__ import annotations
 
@@ -27,10 +26,9 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequenc
 from . import _world
 from ._engine import Engine, WorkItem
 from ._progress import Progress, RunStats
-from .errors import RemoteError
 from .workers import READY, Worker
 
-__all__ = ["job", "task", "Communicator", "job_name"]
+__all__ = ["job", "task", "job_name"]
 
 
 def job_name() -> str:
@@ -117,55 +115,6 @@ class _TaskCall:
         return result, files
 
 
-class Communicator:
-    """MODELLER's communicator methods, mixed into the workers of a :class:`job`.
-
-    Only a worker that belongs to a job has them (the job sets ``_mpd_job``).
-    """
-
-    _mpd_job: "job"
-
-    def send_data(self, obj: Any) -> None:
-        """Send any picklable object to this worker; its ``manager.get_data()`` returns it.
-
-        numpy arrays travel without pickling copies; floats arrive exactly.
-        """
-        self._mpd_job._send_data(self, obj)  # type: ignore[arg-type]
-
-    def get_data(self, timeout: Optional[float] = None) -> Any:
-        """The next object this worker sent with ``manager.send_data(obj)``.
-
-        Raises:
-            RemoteError: the worker's ``run_cmd`` source raised (remote traceback inside).
-            NetworkError: the worker died.
-            TimeoutError: nothing came within ``timeout`` seconds.
-        """
-        return self._mpd_job._get_data(self, timeout)  # type: ignore[arg-type]
-
-    def run_cmd(self, source: str) -> None:
-        """Run Python ``source`` on this worker, in a namespace kept between calls.
-
-        ``manager`` in that namespace is the worker's channel back (``manager.send_data``,
-        ``manager.get_data``). An exception surfaces as :class:`RemoteError` from this
-        worker's next call.
-        """
-        self._mpd_job._run_cmd(self, source)  # type: ignore[arg-type]
-
-
-_comm_classes: Dict[type, type] = {}
-
-
-def _communicating(cls: type) -> type:
-    """``cls`` with :class:`Communicator` mixed in (one cached subclass per class)."""
-    if issubclass(cls, Communicator):
-        return cls
-    sub = _comm_classes.get(cls)
-    if sub is None:
-        sub = type(cls.__name__, (Communicator, cls), {"__doc__": cls.__doc__})
-        _comm_classes[cls] = sub
-    return sub
-
-
 class job(list):
     """A parallel job: a list of workers, a task queue and message passing (MODELLER).
 
@@ -211,8 +160,7 @@ class job(list):
     # -- keeping the engine in line with the list -------------------------------------------
     def _adopt(self, w: Worker) -> None:
         self._known[id(w)] = w
-        w.__class__ = _communicating(type(w))
-        w._mpd_job = self  # type: ignore[attr-defined]
+        w._owner = self  # its send_data/get_data/run_cmd go through this job
 
     def _sync(self) -> None:
         """Add appended workers to the engine, stop deleted ones, list engine replacements."""

@@ -57,6 +57,7 @@ class Worker:
         self.death_time = 0.0
         self.retiring = False
         self.start_timeout: Optional[float] = None  # None: the manager's start_timeout
+        self._owner: Any = None  # the job whose message passing this worker serves
 
     # -- what subclasses provide ------------------------------------------------------------
     def _launch(self, python: str, log_file: Optional[str]) -> None:
@@ -74,6 +75,36 @@ class Worker:
 
     def _release(self) -> None:
         """Drop the communicator to a finished or dead worker (local, never blocks)."""
+
+    # -- MODELLER-style message passing: the worker object is its communicator -------------
+    def send_data(self, obj: Any) -> None:
+        """Send any picklable object to this worker (its ``manager.get_data()`` returns it).
+
+        numpy arrays travel without pickling copies; floats arrive exactly.
+        """
+        self._job()._send_data(self, obj)
+
+    def get_data(self, timeout: Optional[float] = None) -> Any:
+        """The next object this worker sent with ``manager.send_data(obj)``.
+
+        Raises:
+            RemoteError: earlier ``run_cmd`` source raised on this worker.
+            NetworkError: the worker died.
+            TimeoutError: nothing came within ``timeout`` seconds.
+        """
+        return self._job()._get_data(self, timeout)
+
+    def run_cmd(self, source: str) -> None:
+        """Run Python ``source`` on this worker, in a namespace kept between calls where
+        ``manager`` is the worker's channel back (``manager.send_data``/``get_data``)."""
+        self._job()._run_cmd(self, source)
+
+    def _job(self) -> Any:
+        if self._owner is None:
+            raise RuntimeError(
+                "%r belongs to no job: send_data/get_data/run_cmd work on the workers of a "
+                "mpidispatch.job (see docs/modeller.md)" % (self,))
+        return self._owner
 
     # -- description -----------------------------------------------------------------------
     def __repr__(self) -> str:

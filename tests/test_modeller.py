@@ -12,7 +12,7 @@ def check_modeller(run, workers):
     assert run.returncode == 0, run
     assert run.value("WORKERS") == str(workers)
     assert ast.literal_eval(run.value("ORDERED")) == ORDERED
-    assert run.value("STARTUP ") == "True"            # startup commands ran before tasks
+    assert run.value("STARTUP") == "True"            # startup commands ran before tasks
     assert ast.literal_eval(run.value("UNORDERED")) == list(range(1, 13))
     assert run.value("TASK_ERROR") == "KeyError True True"
     assert run.value("FILES") == "[11] HELLO FILES"   # input file in, output file back

@@ -19,10 +19,14 @@ from ._base import (CANCELLED, CANCELLED_EXIT_CODE, COMPLETED, FAILED, PENDING, 
 from .errors import JobTimeoutError, SchedulerError, SchedulerNotFoundError
 from .sge import SGEJob
 from .slurm import SlurmJob
+from .worker_arrays import (AllocationError, ConnectNotSupportedError, SGEPEWorkerArray,
+                            SGEQsubWorkerArray, SlurmWorkerArray)
 
 __all__ = ["submit", "Job", "SlurmJob", "SGEJob", "SCHEDULERS", "SchedulerError",
            "SchedulerNotFoundError", "JobTimeoutError", "PENDING", "RUNNING", "COMPLETED",
-           "FAILED", "CANCELLED", "UNKNOWN", "CANCELLED_EXIT_CODE"]
+           "FAILED", "CANCELLED", "UNKNOWN", "CANCELLED_EXIT_CODE",
+           "SGEPEWorkerArray", "SGEQsubWorkerArray", "SlurmWorkerArray", "AllocationError",
+           "ConnectNotSupportedError"]
 
 #: Scheduler name -> job class. "sge" also covers Son of Grid Engine / Open Cluster Scheduler.
 SCHEDULERS: Dict[str, Type[Job]] = {"slurm": SlurmJob, "sge": SGEJob}

@@ -302,11 +302,22 @@ def _options_to_directives(options: str) -> List[str]:
 
 
 class _Rendezvous:
-    """The manager's side of joining workers: MPI port, TCP listener, accept thread."""
+    """The manager's side of joining workers: MPI port, TCP listener, token checks.
 
-    def __init__(self, token: str, bind: Optional[str], workdir: str) -> None:
+    The TCP listener (a thread, no MPI) checks each worker's token and keeps its connection
+    open as the worker's "manager alive" channel. ``MPI_Comm_accept`` runs in the manager's
+    own thread, from :meth:`take`, only for a worker that has announced itself and is told
+    "GO" just before: an accept in a background thread while the manager loop used MPI
+    crashed the MPICH wheel (segfault in MPI_Comm_accept, 2 runs in 10). A worker that
+    vanishes between GO and connect cannot hang the manager: after ``accept_timeout`` a
+    helper process connects to the port and the accept returns.
+    """
+
+    def __init__(self, token: str, bind: Optional[str], workdir: str,
+                 accept_timeout: float = 30.0) -> None:
         MPI = _mpienv.mpi()
         self.token = token
+        self.accept_timeout = accept_timeout
         self.closing = threading.Event()
         self.port = MPI.Open_port()
         self.server = socket.create_server((bind or "", 0), backlog=64)
@@ -318,23 +329,16 @@ class _Rendezvous:
         with os.fdopen(fd, "w") as fh:
             json.dump({"port": self.port, "host": self.address[0], "tcp": self.address[1],
                        "manager": "%s:%d" % (hostname(), os.getpid())}, fh)
-        self.announced = 0          # workers that passed the TCP token check
-        self.accepted = 0           # Comm_accept calls that returned
-        self.accepting = False      # a Comm_accept is pending in the accept thread
         self.wanted = 0             # workers still waiting for a communicator
-        self.comms: "queue.Queue[Any]" = queue.Queue()
+        self.pending: List[socket.socket] = []    # announced, token checked, not yet GO
         self.rejected: List[str] = []
         self.watch: List[socket.socket] = []
         self.lock = threading.Lock()
-        self.go = threading.Condition(self.lock)
-        self.threads = [threading.Thread(target=self._listen, name="mpidispatch-rdv-tcp",
-                                         daemon=True),
-                        threading.Thread(target=self._accept_loop, name="mpidispatch-rdv-mpi",
-                                         daemon=True)]
-        for t in self.threads:
-            t.start()
+        self.thread = threading.Thread(target=self._listen, name="mpidispatch-rendezvous",
+                                       daemon=True)
+        self.thread.start()
 
-    # -- TCP: token check and manager-alive channel ------------------------------------------
+    # -- TCP: token check and manager-alive channel (background thread, no MPI) -------------
     def _listen(self) -> None:
         while not self.closing.is_set():
             try:
@@ -348,8 +352,7 @@ class _Rendezvous:
     def _greet(self, conn: socket.socket, peer: Any) -> None:
         try:
             conn.settimeout(10.0)
-            line = _readline(conn)
-            words = line.split()
+            words = _readline(conn).split()
             if len(words) < 2 or words[0] != "MPIDISPATCH" or \
                     not secrets.compare_digest(words[1], self.token):
                 self.rejected.append("bad token from %s" % (peer,))
@@ -357,81 +360,70 @@ class _Rendezvous:
                 conn.close()
                 return
             with self.lock:
-                in_flight = self.announced - self.accepted
-                if self.closing.is_set() or \
-                        self.wanted - self.comms.qsize() - in_flight <= 0:
+                if self.closing.is_set() or len(self.pending) >= self.wanted:
                     conn.sendall(b"REJECT not needed (the manager has all its workers)\n")
                     conn.close()
                     return
-                self.announced += 1
+                conn.settimeout(None)
+                self.pending.append(conn)
                 self.watch.append(conn)
-                self.go.notify_all()
-            conn.settimeout(None)
-            conn.sendall(b"GO\n")
         except OSError:
             try:
                 conn.close()
             except OSError:
                 pass
 
-    # -- MPI: one Comm_accept per announced worker ---------------------------------------------
-    def _accept_loop(self) -> None:
-        MPI = _mpienv.mpi()
-        while True:
-            with self.lock:
-                while not self.closing.is_set() and self.announced <= self.accepted:
-                    self.go.wait(0.5)
-                if self.closing.is_set():
-                    return
-                self.accepting = True
-            try:
-                comm = MPI.COMM_SELF.Accept(self.port)
-            except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
-                self.rejected.append("MPI_Comm_accept failed: %s" % exc)
-                with self.lock:
-                    self.accepting = False
-                    self.announced -= 1
-                continue
-            with self.lock:
-                self.accepting = False
-                self.accepted += 1
-            if self.closing.is_set():
-                _drop(comm)
-                return
-            comm.Set_errhandler(MPI.ERRORS_RETURN)
-            token = _recv_bounded(comm, 30.0)
-            if not (isinstance(token, tuple) and len(token) == 2 and token[0] == "token"
-                    and secrets.compare_digest(str(token[1]), self.token)):
-                self.rejected.append("a connection without the right token")
-                try:
-                    comm.send(("reject", "bad token"), dest=0, tag=TOKEN_TAG)
-                except Exception:  # noqa: BLE001
-                    pass
-                _drop(comm)
-                continue
-            comm.send(("ok",), dest=0, tag=TOKEN_TAG)
-            self.comms.put(comm)
-
+    # -- MPI: in the manager's thread ---------------------------------------------------------
     def take(self) -> Any:
-        """A connected, token-checked communicator, or None."""
+        """Accept one announced worker: a connected, token-checked communicator, or None."""
+        with self.lock:
+            if self.closing.is_set() or not self.pending:
+                return None
+            conn = self.pending.pop(0)
         try:
-            return self.comms.get_nowait()
-        except queue.Empty:
+            conn.sendall(b"GO\n")
+        except OSError:
+            return None                          # that worker is gone already
+        MPI = _mpienv.mpi()
+        unblocked = threading.Event()
+        timer = threading.Timer(self.accept_timeout, self._unblock_accept, (unblocked,))
+        timer.daemon = True
+        timer.start()
+        try:
+            comm = MPI.COMM_SELF.Accept(self.port)
+        except Exception as exc:  # noqa: BLE001 - reported with the next start error
+            self.rejected.append("MPI_Comm_accept failed: %s" % exc)
             return None
+        finally:
+            timer.cancel()
+        if unblocked.is_set():
+            self.rejected.append("a worker was told GO but did not connect within %g s"
+                                 % self.accept_timeout)
+            _drop(comm)
+            return None
+        comm.Set_errhandler(MPI.ERRORS_RETURN)
+        token = _recv_bounded(comm, 10.0)
+        if not (isinstance(token, tuple) and len(token) == 2 and token[0] == "token"
+                and secrets.compare_digest(str(token[1]), self.token)):
+            self.rejected.append("a connection without the right token")
+            try:
+                comm.send(("reject", "bad token"), dest=0, tag=TOKEN_TAG)
+            except Exception:  # noqa: BLE001
+                pass
+            _drop(comm)
+            return None
+        comm.send(("ok",), dest=0, tag=TOKEN_TAG)
+        return comm
 
     def close(self) -> None:
-        """Stop accepting; close the watch connections (workers still waiting then exit)."""
+        """Stop listening; close the watch connections (workers still waiting then exit)."""
         if self.closing.is_set():
             return
         self.closing.set()
+        self.thread.join(5.0)
         with self.lock:
-            self.go.notify_all()
-            pending = self.accepting
-        if pending:
-            self._unblock_accept()
-        for t in self.threads:
-            t.join(5.0)
-        for conn in self.watch:
+            conns, self.watch, self.pending = list(self.watch), [], []
+        for conn in conns:
             try:
                 conn.close()
             except OSError:
@@ -440,11 +432,6 @@ class _Rendezvous:
             self.server.close()
         except OSError:
             pass
-        while True:
-            comm = self.take()
-            if comm is None:
-                break
-            _drop(comm)
         try:
             _mpienv.mpi().Close_port(self.port)
         except Exception:  # noqa: BLE001
@@ -454,9 +441,10 @@ class _Rendezvous:
         except OSError:
             pass
 
-    def _unblock_accept(self) -> None:
-        """A Comm_accept waits for a worker that announced itself but never connected; MPI
-        cannot cancel it, and MPI_Finalize would crash under it: connect to it ourselves."""
+    def _unblock_accept(self, flag: threading.Event) -> None:
+        """The accept waits for a worker that never connected; MPI cannot cancel it: connect
+        to it from a helper process (this process makes no MPI call here)."""
+        flag.set()
         cmd = [os.path.join(sys.prefix, "bin", "mpiexec"), "-n", "1", sys.executable, "-m",
                "mpidispatch.launch.worker_arrays", "--port-file", self.path, "--unblock"]
         env = dict(os.environ, HYDRA_LAUNCHER="fork",
@@ -625,7 +613,7 @@ class _SubmittedArray:
                 if self.rendezvous is not None:
                     self.rendezvous.close()
                 raise WorkerStartError("%r: %s" % (self, self.problem), "", None) from exc
-            atexit.register(self._shutdown)
+            atexit.register(self._at_exit)
             self._monitor = threading.Thread(target=self._watch_job, daemon=True,
                                              name="mpidispatch-array-monitor")
             self._monitor.start()
@@ -683,7 +671,7 @@ class _SubmittedArray:
             if state in ("COMPLETED", "FAILED", "CANCELLED") and self._waiting:
                 time.sleep(1.0)               # a last worker may still be connecting
                 if self._waiting and self.rendezvous is not None \
-                        and self.rendezvous.comms.empty():
+                        and not self.rendezvous.pending:
                     self.problem = (
                         "the %s array job %s ended (%s) before %d worker(s) joined; see its "
                         "output files %s"
@@ -703,6 +691,16 @@ class _SubmittedArray:
                 self.job.cancel()
             except Exception:  # noqa: BLE001 - the job may have finished already
                 pass
+
+    def _at_exit(self) -> None:
+        # Registered after the engine's own exit hook, so it runs first: stop the managers'
+        # workers (the normal way, which releases them and so cancels the job) before
+        # cancelling, or the cancel would kill workers the manager is still stopping.
+        try:
+            from .._engine import _close_all
+            _close_all()
+        finally:
+            self._shutdown()
 
     def close(self) -> None:
         """Cancel the array job now (the manager's ``close()`` does this by itself)."""
@@ -877,10 +875,12 @@ def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("JOB_ID") or "0"
     task = os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SGE_TASK_ID") or "0"
     log = args.log.format(job=job, task=task) if args.log else None
+    MPI = _mpienv.mpi()     # before announcing: the manager accepts right after its GO
     try:
         sock = socket.create_connection((info["host"], int(info["tcp"])), timeout=30)
         sock.sendall(("MPIDISPATCH %s %s %d\n" % (args.token, hostname(), os.getpid()))
                      .encode("ascii"))
+        sock.settimeout(args.connect_timeout)
         reply = _readline(sock)
     except OSError as exc:
         _say("cannot reach the manager %s at %s:%s (%s): it has ended; exiting"
@@ -892,7 +892,6 @@ def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     sock.settimeout(None)
     stopping = threading.Event()
     _watchdog(sock, stopping)
-    MPI = _mpienv.mpi()
     comm = _connect(info["port"], args.connect_timeout)
     comm.Set_errhandler(MPI.ERRORS_RETURN)
     comm.send(("token", args.token), dest=0, tag=TOKEN_TAG)

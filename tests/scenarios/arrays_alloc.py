@@ -5,12 +5,14 @@ processes that ran tasks), SLOTS (slots of the allocation seen by the array).
 """
 import os
 import sys
+import time
 
 from mpidispatch import Manager
 from mpidispatch.launch.worker_arrays import SGEPEWorkerArray, SlurmWorkerArray
 
 
 def square(x):
+    time.sleep(0.1)          # long enough for both workers to start and share the work
     return x * x, os.getpid()
 
 

@@ -62,6 +62,15 @@ with MPIExecutor(max_workers=N, setup=init_worker, setup_args=("ready",)) as ex:
     floats = ex.submit(lambda: [0.1 + 0.2, math.nan, math.inf]).result(timeout=30)
     print("FLOATS", floats[0] == 0.1 + 0.2, math.isnan(floats[1]), floats[2] == math.inf)
 
+    # as_completed and wait (every worker idle: earlier tasks are done)
+    fs = [ex.submit(nap, 1.0, "slow"), ex.submit(nap, 0.0, "fast")]
+    print("AS_COMPLETED", [f.result() for f in cf.as_completed(fs, timeout=30)])
+    fs = [ex.submit(nap, 0.0, 1), ex.submit(nap, 1.0, 2)]
+    done, not_done = cf.wait(fs, timeout=30, return_when=cf.FIRST_COMPLETED)
+    print("WAIT_FIRST", [f.result() for f in done], len(not_done))
+    done, not_done = cf.wait(fs, timeout=30)
+    print("WAIT_ALL", len(done), len(not_done))
+
     # exceptions: original type, remote traceback as __cause__
     f = ex.submit(fails, 3)
     try:
@@ -99,15 +108,6 @@ with MPIExecutor(max_workers=N, setup=init_worker, setup_args=("ready",)) as ex:
     print("LAZY", got == [i * i for i in range(10)], len(produced) <= 10 + 4 + 1)
     got = list(itertools.islice(ex.map(square, range(10 ** 12)), 5))
     print("HUGE", got)
-
-    # as_completed and wait
-    fs = [ex.submit(nap, 1.0, "slow"), ex.submit(nap, 0.0, "fast")]
-    print("AS_COMPLETED", [f.result() for f in cf.as_completed(fs, timeout=30)])
-    fs = [ex.submit(nap, 0.0, 1), ex.submit(nap, 1.0, 2)]
-    done, not_done = cf.wait(fs, timeout=30, return_when=cf.FIRST_COMPLETED)
-    print("WAIT_FIRST", [f.result() for f in done], len(not_done))
-    done, not_done = cf.wait(fs, timeout=30)
-    print("WAIT_ALL", len(done), len(not_done))
 
     # progress bar on map
     print("PROGRESS", sum(ex.map(square, range(20), progress=True)))

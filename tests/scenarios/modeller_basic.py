@@ -15,6 +15,8 @@ from mpidispatch.modeller import job, task
 
 class Length(task):
     def run(self, code, extra=0):
+        import time
+        time.sleep(0.05)  # long enough that every worker gets some of the tasks
         print("task %s on pid %d" % (code, os.getpid()))
         return len(code) + extra, os.getpid(), STARTUP_SEEN()
 
