@@ -8,6 +8,7 @@ from .errors import (Error, NetworkError, NoMoreWorkersError, RemoteError, Seria
 from .dispatcher import JobDispatcher
 from .executor import BrokenMPIExecutor, MPIExecutor, RemoteTraceback
 from .launch import submit
+from .launch.worker_arrays import SGEPEWorkerArray, SGEQsubWorkerArray, SlurmWorkerArray
 from .modeller import job, task
 from .tasks import Context, Manager, ResultIterator
 from .workers import LocalWorker, Worker
@@ -18,4 +19,5 @@ __all__ = ["Manager", "Context", "ResultIterator", "LocalWorker", "Worker", "job
            "JobDispatcher", "MPIExecutor", "BrokenMPIExecutor", "RemoteTraceback", "submit",
            "Error", "NetworkError",
            "NoMoreWorkersError", "RemoteError", "SerializationError", "TaskTimeoutError",
-           "WorkerLostError", "WorkerStartError", "__version__"]
+           "WorkerLostError", "WorkerStartError", "SGEPEWorkerArray", "SGEQsubWorkerArray",
+           "SlurmWorkerArray", "__version__"]
