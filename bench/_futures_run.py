@@ -7,11 +7,12 @@ from _tasks import noop  # noqa: E402
 
 from mpi4py.futures import MPIPoolExecutor  # noqa: E402
 
-n = int(sys.argv[1])
-with MPIPoolExecutor() as ex:
-    list(ex.map(noop, range(10)))
-    t = time.perf_counter()
-    count = sum(1 for _ in ex.map(noop, range(n), chunksize=1))
-    dt = time.perf_counter() - t
-assert count == n
-print("RESULT %.0f" % (n / dt))
+if __name__ == "__main__":   # mpi4py.futures imports this module on its workers
+    n = int(sys.argv[1])
+    with MPIPoolExecutor() as ex:
+        list(ex.map(noop, range(10)))
+        t = time.perf_counter()
+        count = sum(1 for _ in ex.map(noop, range(n), chunksize=1))
+        dt = time.perf_counter() - t
+    assert count == n
+    print("RESULT %.0f" % (n / dt))

@@ -383,6 +383,7 @@ class Engine:
                 if self._collect(w):
                     happened = True
             if w.pending:
+                happened = True  # a transfer in flight moves only while we call MPI
                 try:
                     requests_done(w.pending)
                 except mpi().Exception as exc:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from . import _serialize
 from ._mpienv import mpi
-from ._protocol import Tag, decode, pack, pack_error, requests_done, send_message
+from ._protocol import Tag, decode, pack, pack_error, send_message, wait_all
 from ._util import Backoff, env_float, hostname, pid_status
 
 #: Exit status of a worker whose manager vanished.
@@ -88,9 +88,7 @@ class WorkerLoop:
     def send(self, tag: int, message: tuple, buffers: Sequence[Any] = ()) -> None:
         pending = send_message(self.comm, self.manager, tag, message, buffers)
         if pending:
-            backoff = Backoff(cap=0.001)
-            while not requests_done(pending):
-                backoff.sleep()
+            wait_all([item[0] for item in pending], 3600.0, "sending a result to the manager")
 
     def send_error(self, work_id: Any, kind: str, exc: BaseException) -> None:
         self.send(Tag.ERROR, (work_id, kind, pack_error(exc, self.where)))
