@@ -490,6 +490,10 @@ class Engine:
         if item is None:
             return  # a task of a closed context, or one already given up on
         item.result = result
+        self._completed(w, item)
+
+    def _completed(self, w: Worker, item: WorkItem) -> None:
+        """Worker ``w`` is done with ``item`` (result or error set): hand it on."""
         w.busy_since = time.monotonic()
         w.tasks_done += 1
         self._finish(item)
@@ -517,11 +521,7 @@ class Engine:
         if item is None:
             return
         item.error = err
-        w.busy_since = time.monotonic()
-        w.tasks_done += 1
-        self._finish(item)
-        if w.retiring and not w.inflight:
-            self._stop_worker(w)
+        self._completed(w, item)
 
     # -- failures ----------------------------------------------------------------------------
     def _describe_mpi_error(self, exc: Exception) -> str:
