@@ -2,6 +2,7 @@
 import math
 import os
 import sys
+import time
 
 from mpidispatch import LocalWorker, Manager
 
@@ -15,6 +16,7 @@ class AddBase:
         self.x = x
 
     def __call__(self, base, setup_pid):
+        time.sleep(0.01)  # long enough that every worker gets some of the tasks
         print("task %d on pid %d" % (self.x, os.getpid()))
         return (base + self.x, os.getpid(), setup_pid)
 
