@@ -21,6 +21,7 @@ import weakref
 import logging
 import os
 import signal
+import sys
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Iterable, List, Optional
@@ -307,7 +308,7 @@ class Engine:
             "host": self._host, "pid": os.getpid(), "cwd": os.getcwd(),
             "heartbeat": self.heartbeat_timeout / 4 if (w.host != self._host or
                                                         self._force_heartbeat) else None,
-            "sys_path": [p for p in __import__("sys").path if p]}))
+            "sys_path": [p for p in sys.path if p]}))
 
     # -- tasks -------------------------------------------------------------------------------
     def submit(self, item: WorkItem) -> None:
@@ -596,7 +597,7 @@ class Engine:
         if w.state in (DEAD, STOPPED):
             return
         w.state = DEAD
-        if isinstance(w, LocalWorker):
+        if w.records_exit_status:
             w.exitcode = exit_status_from_log(w.log_file)
             reason = "%s, %s" % (reason, describe_exit(w.exitcode))
         w.death = reason
@@ -706,10 +707,9 @@ class Engine:
             self._drain_sends(w, 5.0)
             _cancel(w.req, wait=True)
             w.req = None
-            if w.state == READY and isinstance(w, LocalWorker):
-                if not w._disconnect(env_float("STOP_TIMEOUT", 10.0)):
-                    log.warning("%r did not stop in time; killing it", w)
-                    self._kill(w)
+            if w.state == READY and not w._disconnect(env_float("STOP_TIMEOUT", 10.0)):
+                log.warning("%r did not stop in time; killing it", w)
+                self._kill(w)
         if w.state != DEAD:
             w.state = STOPPED
         w._release()

@@ -99,9 +99,7 @@ def requests_done(pending: List[Any]) -> bool:
     """Test the requests from :func:`send_message`; drop finished ones; True if none left."""
     i = 0
     while i < len(pending):
-        item = pending[i]
-        req = item[0] if isinstance(item, tuple) else item
-        if req.Test():
+        if pending[i][0].Test():  # (request, buffer chunk it keeps alive)
             pending.pop(i)
         else:
             i += 1

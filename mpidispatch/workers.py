@@ -27,6 +27,9 @@ class Worker:
 
     #: Shown in messages; subclasses refine it.
     kind = "worker"
+    #: True once the worker's exit status will be written to its log file on exit
+    #: (:func:`exit_status_from_log` then reads it when the worker is lost).
+    records_exit_status = False
     #: True: the manager waits (up to the start timeout) for ``_launched`` right after
     #: ``_launch``. False: it polls ``_launched(0)`` from its loop, for workers that connect
     #: in their own time (batch jobs).
@@ -75,6 +78,11 @@ class Worker:
 
     def _release(self) -> None:
         """Drop the communicator to a finished or dead worker (local, never blocks)."""
+
+    def _disconnect(self, timeout: float) -> bool:
+        """Part from a worker that was told to stop; False if it did not go in ``timeout``."""
+        self._release()
+        return True
 
     # -- MODELLER-style message passing: the worker object is its communicator -------------
     def send_data(self, obj: Any) -> None:
@@ -153,6 +161,7 @@ class LocalWorker(Worker):
         # every process when a direct child dies of a signal).
         record = ('echo "mpidispatch: worker process ended with exit status $s" >> %s; '
                   % shlex.quote(log_file)) if log_file else ""
+        self.records_exit_status = bool(log_file)
         args = ["-c", 'trap "" USR1; "$0" "$@"; s=$?; %sexit $s' % record, words[0]] + args
         executable = "/bin/sh"
         MPI = mpi()
