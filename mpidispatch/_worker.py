@@ -17,7 +17,8 @@ from typing import Any, Dict, Optional, Sequence
 
 from . import _serialize
 from ._mpienv import mpi
-from ._protocol import Tag, decode, pack, pack_error, send_message, wait_all
+from ._protocol import (ControlMsg, ErrorKind, ErrorMsg, ResultMsg, SetupMsg, Tag, TaskMsg,
+                        Verb, decode, pack, pack_error, send_message, wait_all)
 from ._util import Backoff, env_float, hostname, pid_status
 
 #: Exit status of a worker whose manager vanished.
@@ -60,7 +61,7 @@ class ManagerChannel:
                 backoff.reset()
                 continue
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError("no data from the manager within %g s" % timeout)
+                raise TimeoutError("no data from the manager within %s s" % timeout)
             backoff.sleep()
         return self.inbox.popleft()
 
@@ -90,62 +91,71 @@ class WorkerLoop:
         if pending:
             wait_all([item[0] for item in pending], 3600.0, "sending a result to the manager")
 
-    def send_error(self, work_id: Any, kind: str, exc: BaseException) -> None:
-        self.send(Tag.ERROR, (work_id, kind, pack_error(exc, self.where)))
+    def send_error(self, work_id: Any, kind: ErrorKind, exc: BaseException) -> None:
+        self.send(Tag.ERROR, tuple(ErrorMsg(work_id, kind.value, pack_error(exc, self.where))))
 
     # -- handlers ------------------------------------------------------------------------
     def on_task(self, payload: tuple) -> None:
-        work_id, context_id, data, sizes = payload
+        msg = TaskMsg(*payload)
+        work_id = msg.work_id
         try:
-            fn = decode(self.comm, self.manager, data, sizes)
+            fn = decode(self.comm, self.manager, msg.data, msg.sizes)
         except BaseException as exc:
-            self.send_error(work_id, "unpickle", exc)
+            self.send_error(work_id, ErrorKind.UNPICKLE, exc)
             return
-        args = self.contexts.get(context_id, ())
+        args = self.contexts.get(msg.context_id, ())
         if isinstance(args, _SetupFailed):
-            self.send(Tag.ERROR, (work_id, "setup", args.error))
+            self.send(Tag.ERROR, tuple(ErrorMsg(work_id, ErrorKind.SETUP.value, args.error)))
             return
         try:
             result = fn(*args)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: report, live on
-            self.send_error(work_id, "raised", exc)
+            self.send_error(work_id, ErrorKind.RAISED, exc)
             return
         finally:
             del fn
         try:
             data, bufs = _serialize.dumps(result)
         except BaseException as exc:
-            self.send_error(work_id, "pickle", exc)
+            self.send_error(work_id, ErrorKind.PICKLE, exc)
             return
         data, sizes, bufs = pack(data, bufs)
-        self.send(Tag.RESULT, (work_id, data, sizes), bufs)
+        self.send(Tag.RESULT, tuple(ResultMsg(work_id, data, sizes)), bufs)
 
     def on_setup(self, payload: tuple) -> None:
-        context_id, data, sizes = payload
+        msg = SetupMsg(*payload)
         try:
-            setup = decode(self.comm, self.manager, data, sizes)
+            setup = decode(self.comm, self.manager, msg.data, msg.sizes)
             result = setup() if setup is not None else ()
-            self.contexts[context_id] = tuple(result) if result is not None else ()
+            if result is not None and not isinstance(result, (tuple, list)):
+                raise TypeError("the setup function %r returned %r; it must return a tuple "
+                                "(the arguments of each task) or None"
+                                % (getattr(setup, "__name__", setup), result))
+            self.contexts[msg.context_id] = tuple(result) if result is not None else ()
         except BaseException as exc:
-            self.contexts[context_id] = _SetupFailed(pack_error(exc, self.where))
+            self.contexts[msg.context_id] = _SetupFailed(pack_error(exc, self.where))
+        # Tells the manager that a task's time limit starts now, and that a limit passed
+        # before this came was the setup's, not the task's.
+        self.send(Tag.CONTROL, (Verb.SETUP_DONE.value, msg.context_id))
 
     def on_control(self, payload: tuple) -> None:
-        verb = payload[0]
-        if verb == "stop":
+        msg = ControlMsg(*payload)
+        verb = msg.verb
+        if verb == Verb.STOP:
             self.running = False
-            self.hard_stop = bool(len(payload) > 1 and payload[1].get("hard"))
-        elif verb == "welcome":
-            self.on_welcome(payload[1])
-        elif verb == "exec":
+            self.hard_stop = bool(msg.info and msg.info.get("hard"))
+        elif verb == Verb.WELCOME:
+            self.on_welcome(msg.info)
+        elif verb == Verb.EXEC:
             self.in_cmd = True
             try:
-                exec(compile(payload[1], "<run_cmd>", "exec"), self.namespace)
+                exec(compile(msg.info, "<run_cmd>", "exec"), self.namespace)
             except BaseException as exc:
-                self.send_error(None, "cmd", exc)
+                self.send_error(None, ErrorKind.CMD, exc)
             finally:
                 self.in_cmd = False
-        elif verb == "forget":
-            self.contexts.pop(payload[1], None)
+        elif verb == Verb.FORGET:
+            self.contexts.pop(msg.info, None)
 
     def on_welcome(self, info: dict) -> None:
         """Take the manager's working directory, import path and identity."""
@@ -169,7 +179,7 @@ class WorkerLoop:
             while self.running:
                 time.sleep(interval)
                 try:
-                    comm.send(("heartbeat",), dest=manager, tag=Tag.CONTROL)
+                    comm.send((Verb.HEARTBEAT.value, None), dest=manager, tag=Tag.CONTROL)
                 except Exception:
                     return
 
@@ -206,7 +216,7 @@ class WorkerLoop:
         self._any_tag = mpi().ANY_TAG
         self.handlers = {Tag.TASK: self.on_task, Tag.SETUP: self.on_setup,
                          Tag.CONTROL: self.on_control, Tag.DATA: self.on_data}
-        self.send(Tag.CONTROL, ("hello", {
+        self.send(Tag.CONTROL, (Verb.HELLO.value, {
             "host": hostname(), "pid": os.getpid(), "log": self.log_file,
             "python": sys.executable, "version": platform.python_version()}))
         backoff = Backoff()
@@ -218,6 +228,10 @@ class WorkerLoop:
                 backoff.reset()
             else:
                 backoff.sleep()
+        try:
+            self.send(Tag.CONTROL, (Verb.BYE.value, None))  # the manager may disconnect now
+        except Exception:
+            pass
         if self.req is not None:
             try:
                 self.req.Cancel()

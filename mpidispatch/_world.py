@@ -3,19 +3,18 @@
 Rank 0 is the manager; ranks 1..N-1 turn into workers the moment the script constructs any
 face (``Manager()``, ``job()``, ``JobDispatcher``, ``MPIExecutor``), serve until rank 0 is
 done, and exit. So one unchanged script runs under ``python script.py`` (spawned workers)
-and under ``mpiexec``. Rank 0 tells the workers to stop from an ``atexit`` hook.
+and under ``mpiexec``. Rank 0 tells the workers to stop from its exit hook (:mod:`._lifecycle`).
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import sys
 from typing import Any, List, Optional
 
+from . import _lifecycle
 from ._mpienv import mpi
-from ._protocol import Tag
-from ._util import env_float
+from ._protocol import ControlMsg, Tag, Verb
 from .workers import DEAD, STOPPED, WorldWorker
 
 log = logging.getLogger("mpidispatch")
@@ -71,7 +70,7 @@ def _manager_setup() -> None:
     if _workers is None:
         comm = _world_comm()
         _workers = [WorldWorker(comm, r) for r in range(1, comm.Get_size())]
-        atexit.register(_stop_world)
+        _lifecycle.register(_stop_world, _lifecycle.WORLD)
 
 
 def take_workers() -> List[WorldWorker]:
@@ -102,7 +101,8 @@ def _stop_world() -> None:
         try:
             # After a rank died, MPI_Finalize would wait for it forever: the survivors
             # must leave without it ("hard" stop), like rank 0 below.
-            comm.send(("stop", {"hard": lost}), dest=w.rank, tag=Tag.CONTROL)
+            comm.send(tuple(ControlMsg(Verb.STOP.value, {"hard": lost})), dest=w.rank,
+                      tag=Tag.CONTROL)
         except Exception:
             lost = True
         w.state = STOPPED

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
-from typing import Any, Deque, Dict, List, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO
 
 from . import _world
-from ._engine import Engine, Setup, WorkItem
+from ._engine import Engine, engine_for_pool
+from ._options import resolve
 from ._progress import Progress, RunStats
-from .executor import engine_with_workers
+from ._taskgroup import TaskGroup
+from .tasks import worker_list
 from .workers import Worker
 
 __all__ = ["JobDispatcher"]
@@ -79,19 +80,18 @@ class JobDispatcher:
         min_workers: with fewer live workers than this at the start of ``run()``, evaluate
             the jobs locally instead (0: only when there is no worker at all).
         debug: 1 prints each dispatch and each result with its worker and timings (stdout).
-        fault_tolerant: replace a worker that dies by spawning a new one (its job is retried).
-        python: command line starting a worker's Python (default: this interpreter).
         output: ``%d`` pattern of the worker log files.
-        prefetch: jobs in flight per worker. 1 (the default) is PyOPUS's one job per idle
-            worker, best for long unequal jobs and the tightest bound on generated jobs;
-            2 or more hides the round trip between many short jobs.
-        **engine_options: passed to the engine (``start_timeout``, ``task_timeout``, ...).
+        **options: engine options (:class:`mpidispatch.Options`: ``fault_tolerant``,
+            ``python``, ``start_timeout``, ``task_timeout``, ...). ``prefetch`` defaults to
+            1 here: PyOPUS's one job per idle worker, best for long unequal jobs and the
+            tightest bound on generated jobs; 2 or more hides the round trip between many
+            short jobs.
     """
 
     def __init__(self, max_workers: Optional[int] = None, min_workers: int = 0,
-                 debug: int = 0, fault_tolerant: bool = False, python: Optional[str] = None,
-                 output: str = "worker%d.output", prefetch: int = 1,
-                 **engine_options: Any) -> None:
+                 debug: int = 0, output: Optional[str] = "worker%d.output",
+                 **options: Any) -> None:
+        self._options = resolve({"prefetch": 1}, output=output, **options)
         _world.serve_if_worker(output)
         if max_workers is not None and max_workers < 0:
             raise ValueError("max_workers must be >= 0 or None, not %r" % (max_workers,))
@@ -100,11 +100,9 @@ class JobDispatcher:
         self.max_workers = max_workers
         self.min_workers = min_workers
         self.debug = debug
-        self._options: Dict[str, Any] = dict(engine_options, fault_tolerant=fault_tolerant,
-                                             python=python, output=output, prefetch=prefetch)
         self._engine: Optional[Engine] = None
         self._extra: List[Worker] = []
-        self._world: List[Worker] = []
+        self._world: List[Any] = []
         #: Where ``debug`` output goes.
         self.debug_stream: Optional[TextIO] = None
         #: True while/after the last ``run()`` evaluated its jobs in this process.
@@ -129,12 +127,23 @@ class JobDispatcher:
         """Called once after every job of a run was collected."""
 
     # -- workers -------------------------------------------------------------------------------
-    def add_worker(self, worker: Worker) -> None:
-        """Add a worker (e.g. ``LocalWorker(host="node2")``) besides ``max_workers``."""
-        if self._engine is not None:
-            self._engine.add_worker(worker)
-        else:
-            self._extra.append(worker)
+    def add_worker(self, worker: Any) -> None:
+        """Add a worker (e.g. ``LocalWorker(host="node2")``), or every worker of a worker
+        array, besides ``max_workers``."""
+        for w in worker_list(worker):
+            if self._engine is not None:
+                self._engine.add_worker(w)
+            else:
+                if not isinstance(w, Worker):
+                    raise TypeError("add_worker() takes a worker object such as "
+                                    "LocalWorker(), not %r" % (w,))
+                self._extra.append(w)
+
+    def wait_ready(self, timeout: Optional[float] = None) -> int:
+        """Start the workers (``max_workers`` and added ones) and wait until each is up or
+        failed to start; return how many are ready. ``run()`` does not wait: jobs go to the
+        first workers up while the others still start."""
+        return self._get_engine().wait_ready(timeout)
 
     @property
     def workers(self) -> List[Worker]:
@@ -143,8 +152,8 @@ class JobDispatcher:
 
     def _get_engine(self) -> Engine:
         if self._engine is None:
-            engine, self._world = engine_with_workers(self.max_workers, self.max_workers or 0,
-                                                      **self._options)
+            engine, self._world = engine_for_pool(self._options, self.max_workers,
+                                                  self.max_workers or 0)
             self._engine = engine
             for w in self._extra:
                 engine.add_worker(w)
@@ -200,61 +209,44 @@ class JobDispatcher:
             index += 1
 
     def _run_remote(self, engine: Engine, bar: Progress) -> None:
-        setup = Setup(_Clone(self))  # the dispatcher as it is now, once per worker
-        inflight: Dict[int, WorkItem] = {}
-        done: Deque[WorkItem] = deque()
-        announced: Dict[int, float] = {}  # debug: work id -> when it was seen dispatched
-        index = 0
-        exhausted = False
+        announced: Dict[int, float] = {}  # debug: work id -> when it was dispatched
 
-        def arrived() -> bool:
+        def announce(item: Any) -> bool:  # engine hook, just before the job is sent
             if self.debug:
-                self._announce(inflight, announced)
-            return bool(done)
+                announced[item.work_id] = now = time.monotonic()
+                self._say("job %d -> %r after %.4f s in the queue" % (
+                    item.index, item.worker, now - item.tag))
+            return True
 
+        # the dispatcher as it is now is each worker's setup (sent once per worker)
+        group = TaskGroup(engine, _Clone(self), on_starting=announce)
+        exhausted = False
         try:
             while True:
-                limit = max(1, len(engine.live_workers())) * engine.prefetch
-                while not exhausted and len(inflight) < limit:
+                while not exhausted and group.capacity() > 0:  # generate lazily
                     job = self.job_generator()
                     if job is None:
                         exhausted = True
                         break
-                    item = WorkItem(_Process(job), done.append, setup,
-                                    tag=(index, job, time.monotonic()))
-                    engine.submit(item)
-                    inflight[item.work_id] = item
-                    index += 1
-                if not inflight:
-                    return
-                if not done:
-                    engine.run_until(arrived)
-                while done:
-                    item = done.popleft()
-                    del inflight[item.work_id]
-                    number, job, queued = item.tag
-                    if self.debug:
-                        now = time.monotonic()
-                        self._say("job %d <- %r: %s %.4f s after dispatch (%.4f s after "
-                                  "generation)" % (number, item.worker,
-                                                   "error" if item.error else "result",
-                                                   now - announced.pop(item.work_id, now),
-                                                   now - queued))
-                    if item.error is not None:
-                        raise item.error
-                    self.job_collector(job, item.result)
-                    bar.update()
+                    group.submit(job, _Process(job), tag=time.monotonic())
+                item = group.next_completed()
+                if item is None:
+                    if group.outstanding == 0 and exhausted:
+                        return
+                    continue
+                if self.debug:
+                    now = time.monotonic()
+                    self._say("job %d <- %r: %s %.4f s after dispatch (%.4f s after "
+                              "generation)" % (item.index, item.worker,
+                                               "error" if item.error else "result",
+                                               now - announced.pop(item.work_id, now),
+                                               now - item.tag))
+                if item.error is not None:
+                    raise item.error
+                self.job_collector(item.task, item.result)
+                bar.update()
         finally:
-            for item in inflight.values():  # an error: drop what no worker has yet
-                engine.cancel(item)
-
-    def _announce(self, inflight: Dict[int, WorkItem], announced: Dict[int, float]) -> None:
-        for item in inflight.values():
-            if item.worker is not None and item.work_id not in announced:
-                announced[item.work_id] = time.monotonic()
-                number, _, queued = item.tag
-                self._say("job %d -> %r after %.4f s in the queue" % (
-                    number, item.worker, time.monotonic() - queued))
+            group.cancel_pending()  # an error: drop what no worker has yet
 
     # -- pickling and cleanup ----------------------------------------------------------------
     def __getstate__(self) -> Dict[str, Any]:
@@ -274,9 +266,14 @@ class JobDispatcher:
     def close(self) -> None:
         """Stop the spawned workers (done at exit too)."""
         if self._engine is not None:
-            self._engine.close()
-            _world.give_back(self._world)
+            self._engine.close()  # gives the world's ranks back too
             self._world = []
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __enter__(self) -> "JobDispatcher":
         return self

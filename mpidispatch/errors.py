@@ -5,11 +5,21 @@ Names follow IMP.parallel (``Error``, ``NoMoreWorkersError``, ``NetworkError``,
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any, Optional
 
 
 class Error(Exception):
-    """Base class of every error mpidispatch raises."""
+    """Base class of every error mpidispatch raises.
+
+    Attributes:
+        task: for an error about one task, the task object as the user submitted it.
+        index: for an error about one task, its number in submission order within its
+            context, job or map (0 first); None otherwise.
+    """
+
+    task: Any = None
+    index: Optional[int] = None
 
 
 class NoMoreWorkersError(Error):
@@ -46,21 +56,26 @@ class WorkerLostError(Error):
     """
 
     def __init__(self, message: str, worker: Any = None, exitcode: Optional[int] = None,
-                 log_file: Optional[str] = None):
+                 log_file: Optional[str] = None, task: Any = None,
+                 index: Optional[int] = None):
         super().__init__(message)
         self.worker = worker
         self.exitcode = exitcode
         self.log_file = log_file
+        self.task = task
+        self.index = index
 
 
 class TaskTimeoutError(WorkerLostError):
     """A task ran longer than its ``timeout``; its worker was stopped."""
 
 
-class SerializationError(Error):
+class SerializationError(Error, pickle.PicklingError):
     """A task, its setup, or its result could not be pickled or unpickled.
 
-    Only that one task fails; the run goes on.
+    Only that one task fails; the run goes on. It is a ``pickle.PicklingError`` too, so
+    ``except pickle.PicklingError`` works as with the standard library; ``__cause__`` is the
+    original exception (the executor face raises that one, as ``concurrent.futures`` does).
     """
 
 

@@ -2,40 +2,44 @@
 
 ::
 
-  user threads                          manager thread (owns the engine)
-  submit(fn, *a) ─► Future + WorkItem ─► SimpleQueue ─► engine.submit ─► workers
-  future.cancel() ─► "cancel" command ─┘                 engine.progress()
-                                                          dispatched? ─► set_running_or_notify_cancel
-  future.result() ◄──────── set_result / set_exception ◄─ sink(item)
+  user threads                         manager thread (runs Engine.run_until)
+  submit(fn, *a) ─► Future + WorkItem ─► engine.call_soon(group.enqueue) ─► workers
+                                         group hook _starting: set_running_or_notify_cancel
+                                           (False: the future was cancelled; never sent)
+  future.result() ◄── set_result / set_exception ◄── group hook _finished(item)
 
-The engine is single threaded, so one background thread drives it and every other thread
-talks to that thread through a queue. Tasks are pickled in the caller's thread, so an
-unpicklable task fails its own future at once and the executor stays usable. A future turns
-RUNNING when the engine has sent its task to a worker; until then ``cancel()`` takes it out
-of the engine's queue. A task's exception is re-raised from ``result()`` as the original
-type, with ``__cause__`` set to a :class:`RemoteTraceback` holding the worker's traceback (as
-``ProcessPoolExecutor`` does).
+The engine is single threaded; one background thread drives it with the engine's own loop,
+and other threads hand it work with :meth:`Engine.call_soon`. Tasks are pickled in the
+caller's thread, so an unpicklable task fails its own future at once. A future turns RUNNING
+just before its task is sent to a worker (a worker holds it from then on, so it can no
+longer be cancelled), and a cancelled future's task is never sent. A task's exception is
+re-raised from ``result()`` as the original type, with ``__cause__`` set to a
+:class:`RemoteTraceback` holding the worker's traceback (as ``ProcessPoolExecutor`` does).
+The executor shuts down when it is garbage collected, as the standard library's do.
 """
 from __future__ import annotations
 
-import atexit
 import concurrent.futures as cf
 import itertools
+import logging
 import os
-import queue
 import threading
 import time
 import weakref
 from collections import deque
 from concurrent.futures import BrokenExecutor, Future
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
-from . import _world
-from ._engine import Engine, Setup, WorkItem
+from . import _lifecycle
+from ._engine import Engine, engine_for_pool
+from ._options import resolve
 from ._progress import Progress, RunStats
+from ._taskgroup import TaskGroup
 from ._util import Backoff
-from .errors import Error, RemoteError, SerializationError
-from .workers import LocalWorker
+from ._work import WorkItem
+from .errors import Error, NoMoreWorkersError, RemoteError, SerializationError, \
+    WorkerStartError
+from .workers import NEW, STARTING
 
 __all__ = ["MPIExecutor", "BrokenMPIExecutor", "RemoteTraceback"]
 
@@ -102,19 +106,7 @@ class _Chunk:
         return [self.fn(*args) for args in self.calls]
 
 
-class _Record:
-    """Manager-side state of one future (never pickled)."""
-
-    __slots__ = ("future", "item", "running")
-
-    def __init__(self, future: Future, item: WorkItem) -> None:
-        self.future = future
-        self.item = item
-        self.running = False  # set_running_or_notify_cancel was called
-
-
 _executors: "weakref.WeakSet[MPIExecutor]" = weakref.WeakSet()
-_hook_registered = False
 
 
 def _shutdown_all() -> None:
@@ -123,30 +115,135 @@ def _shutdown_all() -> None:
         ex.shutdown(wait=True)
 
 
-def engine_with_workers(max_workers: Optional[int], spawn: int,
-                        **options: Any) -> Tuple[Engine, List[Any]]:
-    """An engine with the free ranks of the ``mpiexec`` world (at most ``max_workers``), or,
-    in a singleton, ``spawn`` new ``LocalWorker`` processes.
-
-    Returns the engine and the world ranks it holds, which the caller gives back with
-    ``_world.give_back`` after ``engine.close()`` (so the next face can use them).
-    """
-    engine = Engine(adopt_world=False, **options)
-    world = _world.take_workers()
-    if max_workers is not None:
-        _world.give_back(world[max_workers:])
-        world = world[:max_workers]
-    for w in world:
-        engine.add_worker(w)
-    if not world and _world.world_size() == 1:
-        for _ in range(spawn):
-            engine.add_worker(LocalWorker())
-    return engine, world
-
-
 def default_max_workers() -> int:
     """Workers a singleton executor spawns by default: one per core (os.cpu_count())."""
     return os.cpu_count() or 1
+
+
+class _Core:
+    """The executor's state shared with its manager thread. It holds no reference to the
+    :class:`MPIExecutor`, so a dropped executor is collected, and its finalizer stops this."""
+
+    def __init__(self, engine: Engine, setup: Any) -> None:
+        self.engine = engine
+        self.group = TaskGroup(engine, setup, on_starting=self.starting,
+                               on_finished=self.finished)
+        self.lock = threading.Lock()
+        self.shutdown = False
+        self.stopping = False
+        self.broken: Optional[BrokenMPIExecutor] = None
+        self.done_event = threading.Event()
+
+    # -- engine-thread hooks ----------------------------------------------------------------
+    @staticmethod
+    def starting(item: WorkItem) -> bool:
+        future: Future = item.tag
+        if future.running():
+            return True  # requeued after its worker was lost: still the same run
+        return future.set_running_or_notify_cancel()
+
+    def finished(self, item: WorkItem) -> None:
+        future: Future = item.tag
+        error = item.error
+        if error is None:
+            _settle(future, result=item.result)
+            return
+        if isinstance(error, RemoteError) and getattr(error, "kind", "") == "setup":
+            logging.getLogger("concurrent.futures").critical(
+                "Exception in initializer:\n%s", error.traceback)
+            self.break_(error)
+            _settle(future, error=self.broken)
+            return
+        if isinstance(error, (NoMoreWorkersError, WorkerStartError)):
+            self.break_(error)
+            _settle(future, error=self.broken)
+            return
+        _settle(future, error=original_error(error))
+
+    def break_(self, cause: BaseException) -> None:
+        """Mark the executor broken; fail every future not yet done (engine thread)."""
+        with self.lock:
+            if self.broken is None:
+                broken = BrokenMPIExecutor(
+                    "the executor is broken: %s: %s. Pending tasks were failed; create a new "
+                    "executor (check the setup function, the worker log files, or use "
+                    "fault_tolerant=True)." % (type(cause).__name__, cause))
+                broken.__cause__ = cause
+                self.broken = broken
+        self.stopping = True
+        for item in self.engine.take_queued(self.group):
+            self.group.outstanding -= 1
+            _settle(item.tag, error=self.broken)
+
+    def cancel_queued(self) -> None:
+        """``shutdown(cancel_futures=True)``: cancel every future no worker holds."""
+        for item in self.engine.take_queued(self.group):
+            self.group.outstanding -= 1
+            self.group.stats.cancelled += 1
+            item.tag.cancel()
+
+    def enqueue(self, item: WorkItem) -> None:
+        if self.broken is not None:
+            _settle(item.tag, error=self.broken)
+        elif self.engine.closed:
+            _settle(item.tag, error=RuntimeError("cannot schedule new futures after shutdown"))
+        else:
+            self.group.enqueue(item)
+
+    # -- the manager thread -----------------------------------------------------------------
+    def run(self) -> None:
+        engine = self.engine
+        try:
+            engine.run_until(lambda: self.stopping and self.group.outstanding <= 0)
+        except BaseException as exc:  # a bug or MPI failure: fail fast, never hang
+            self.break_(exc)
+        finally:
+            try:
+                engine.close()
+            finally:
+                engine.progress_inbox()  # futures submitted in the meantime fail too
+                self.done_event.set()
+
+    def request_stop(self, cancel_futures: bool = False) -> None:
+        """No new tasks; let the thread finish (any thread; idempotent)."""
+        with self.lock:
+            self.shutdown = True
+        if cancel_futures:
+            self.engine.call_soon(self.cancel_queued)
+        self.engine.call_soon(self._stop)
+
+    def _stop(self) -> None:
+        self.stopping = True
+
+
+def _settle(future: Future, result: Any = None, error: Optional[BaseException] = None) -> None:
+    """Finish a future unless it was cancelled (or finished) meanwhile."""
+    if not future.running() and not future.done():
+        if not future.set_running_or_notify_cancel():
+            return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except cf.InvalidStateError:
+        pass
+
+
+def original_error(error: BaseException) -> BaseException:
+    """The exception a ``concurrent.futures`` user expects for a task's error: the task's
+    own exception (its ``__cause__`` a :class:`RemoteTraceback`) for a remote one, the
+    original pickling exception for a serialization failure."""
+    if isinstance(error, RemoteError):
+        exc = error.exc
+        exc.__cause__ = RemoteTraceback(error.traceback)
+        return exc
+    if isinstance(error, SerializationError) and error.__cause__ is not None:
+        exc = error.__cause__
+        if not isinstance(exc, Error):
+            exc.__cause__ = RemoteTraceback(str(error)) if "\n" in str(error) else None
+            return exc
+    return error
 
 
 class MPIExecutor(cf.Executor):
@@ -162,121 +259,141 @@ class MPIExecutor(cf.Executor):
             (default: all).
         setup: called once on each worker before its first task, as ``setup(*setup_args)``
             (``initializer``/``initargs`` are accepted too). If it raises, the executor is
-            broken: pending and new futures fail with :class:`BrokenMPIExecutor`.
+            broken: pending and new futures fail with :class:`BrokenMPIExecutor`, and the
+            error is logged on the ``concurrent.futures`` logger.
         setup_args: arguments of ``setup``.
-        python: command line starting a worker's Python (default: this interpreter).
-        output: ``%d`` pattern of the worker log files.
-        prefetch: tasks in flight per worker (more hides latency, fewer cancels better).
-        fault_tolerant: replace a worker that dies (its tasks are retried elsewhere).
-        task_timeout: seconds a task may run before its worker is stopped and its future
-            fails with :class:`TaskTimeoutError`.
-        **engine_options: passed to the engine (``start_timeout``, ``max_retries``, ...).
+        output: ``%d`` pattern of worker log files; default None: workers print to this
+            process's stdout and stderr, as with ``concurrent.futures``.
+        **options: engine options (:class:`mpidispatch.Options`: ``python``, ``prefetch``,
+            ``fault_tolerant``, ``task_timeout``, ``start_timeout``, ``max_retries``, ...).
     """
 
     def __init__(self, max_workers: Optional[int] = None,
                  setup: Optional[Callable[..., Any]] = None, setup_args: tuple = (), *,
                  initializer: Optional[Callable[..., Any]] = None, initargs: tuple = (),
-                 python: Optional[str] = None, output: str = "worker%d.output",
-                 prefetch: int = 2, fault_tolerant: bool = False,
-                 task_timeout: Optional[float] = None, **engine_options: Any) -> None:
-        _world.serve_if_worker(output)
+                 output: Optional[str] = None, **options: Any) -> None:
         if max_workers is not None and max_workers <= 0:
-            raise ValueError("max_workers must be > 0, not %r" % (max_workers,))
+            raise ValueError("max_workers must be greater than 0")
         if setup is not None and initializer is not None:
             raise TypeError("pass setup= or initializer=, not both")
         if initializer is not None:
             setup, setup_args = initializer, initargs
         if setup is not None and not callable(setup):
             raise TypeError("setup must be callable, not %r" % (setup,))
-        self._engine, self._world = engine_with_workers(
-            max_workers, max_workers or default_max_workers(), python=python, output=output,
-            prefetch=prefetch, fault_tolerant=fault_tolerant, task_timeout=task_timeout,
-            **engine_options)
-        engine = self._engine
-        self._max_workers = len(engine.live_workers())
-        self._setup = Setup(_Setup(setup, tuple(setup_args)) if setup is not None else None)
-        self._commands: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._shutdown = False
-        self._broken: Optional[BrokenMPIExecutor] = None
-        # manager-thread state
-        self._pending: Dict[int, _Record] = {}
-        self._order: Deque[_Record] = deque()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._manage, name="mpidispatch-executor",
+        opts = resolve(output=output, **options)
+        from . import _world
+        _world.serve_if_worker(output)
+        engine, _ = engine_for_pool(opts, max_workers, max_workers or default_max_workers())
+        self._core = _Core(engine, _Setup(setup, tuple(setup_args))
+                           if setup is not None else None)
+        self._index_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._core.run, name="mpidispatch-executor",
                                         daemon=True)
-        global _hook_registered
-        if not _hook_registered:  # after the engine's own hook, so it runs before it
-            atexit.register(_shutdown_all)
-            _hook_registered = True
+        _lifecycle.register(_shutdown_all, _lifecycle.EXECUTORS)
         _executors.add(self)
+        weakref.finalize(self, self._core.request_stop)
         self._thread.start()
 
     @property
+    def _engine(self) -> Engine:
+        return self._core.engine
+
+    @property
     def num_workers(self) -> int:
-        """Workers this executor started with."""
-        return self._max_workers
+        """Live workers (0 after ``shutdown()`` or once the executor is broken, as mpi4py)."""
+        core = self._core
+        if core.shutdown or core.broken is not None:
+            return 0
+        return len(core.engine.live_workers())
+
+    def bootup(self, wait: bool = True, timeout: Optional[float] = None) -> "MPIExecutor":
+        """Make sure the workers are starting; with ``wait``, return once every one is up
+        or has failed to start (mpi4py.futures' ``bootup``). Returns the executor.
+
+        Raises:
+            TimeoutError: workers still starting after ``timeout`` seconds.
+        """
+        self._check_open()
+        if not wait:
+            return self
+        engine = self._core.engine
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = Backoff(spin=0.0, start=0.005, cap=0.05)
+        while any(w.state in (NEW, STARTING) for w in list(engine.workers)) \
+                or engine._new_workers:
+            if self._core.done_event.is_set():
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("workers still starting after %s s" % timeout)
+            backoff.sleep()
+        return self
+
+    wait_ready = bootup
 
     # -- the user's side ---------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its :class:`Future`.
 
-        An unpicklable call gives a future failed with :class:`SerializationError`.
+        A call that cannot be pickled gives a future failed with the pickling exception.
 
         Raises:
             RuntimeError: the executor was shut down.
             BrokenMPIExecutor: the executor is broken.
         """
-        return self._submit(_Call(fn, args, kwargs))
+        return self._submit(fn, _Call(fn, args, kwargs))
 
-    def _submit(self, call: Any) -> Future:
+    def _submit(self, task: Any, call: Any) -> Future:
         self._check_open()
         future: Future = Future()
+        core = self._core
         try:
-            item = WorkItem(call, self._sink, self._setup)
+            with self._index_lock:
+                item = core.group.make_item(task, call, tag=future)
         except SerializationError as exc:
-            future.set_exception(exc)
+            _settle(future, error=original_error(exc))
             return future
-        record = _Record(future, item)
-        item.tag = record
-        with self._lock:
+        with core.lock:
             self._check_open()
-            self._commands.put(("submit", record))
-        future.add_done_callback(self._on_done)
+            core.engine.call_soon(lambda: core.enqueue(item))
         return future
 
     def _check_open(self) -> None:
-        if self._broken is not None:
-            raise BrokenMPIExecutor(str(self._broken)) from self._broken.__cause__
-        if self._shutdown:
+        core = self._core
+        if core.broken is not None:
+            raise BrokenMPIExecutor(str(core.broken)) from core.broken.__cause__
+        if core.shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-
-    def _on_done(self, future: Future) -> None:
-        if future.cancelled():  # user's cancel(): take the task out of the engine's queue
-            self._commands.put(("cancel", future))
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: Optional[float] = None, chunksize: int = 1, unordered: bool = False,
             buffersize: Optional[int] = None, progress: bool = False) -> Iterator[Any]:
-        """``map(fn, *iterables)`` on the workers, lazily.
+        """``map(fn, *iterables)`` on the workers.
+
+        As with the standard library, every call is submitted at once, unless
+        ``buffersize`` asks to keep only that many submitted ahead of the consumer (Python
+        3.14 and mpi4py's ``buffersize``; an endless iterable needs it).
 
         Args:
             timeout: seconds from this call after which waiting for a result raises
-                ``concurrent.futures.TimeoutError``.
+                ``TimeoutError``.
             chunksize: calls per task (cuts the per-task overhead of many tiny calls).
-            unordered: yield results as they complete instead of in input order.
-            buffersize: tasks submitted ahead of the consumer (default: 2 x workers x
-                prefetch), so a huge or endless iterable is read only as fast as it is used.
+            unordered: yield results as they complete instead of in input order (not with
+                ``buffersize``, as in mpi4py).
+            buffersize: at most this many tasks submitted ahead of the consumer.
             progress: draw a progress bar and print a summary line at the end.
 
         The first exception of a call is raised when its result is reached; the tasks not
         yet started are then cancelled.
         """
         if chunksize < 1:
-            raise ValueError("chunksize must be >= 1, not %r" % (chunksize,))
-        ahead = buffersize or max(2, 2 * self._max_workers * self._engine.prefetch)
-        if ahead < 1:
-            raise ValueError("buffersize must be >= 1, not %r" % (buffersize,))
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None:
+            if not isinstance(buffersize, int) or isinstance(buffersize, bool):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+            if unordered:
+                raise ValueError("buffersize cannot be combined with unordered=True")
         end = None if timeout is None else time.monotonic() + timeout
         total = _common_length(iterables)
         calls: Iterator[Any] = zip(*iterables)
@@ -285,171 +402,27 @@ class MPIExecutor(cf.Executor):
         else:
             calls = (_Call(fn, args, {}) for args in calls)
         bar = Progress(progress, total=total)
-        stats = RunStats(self._engine)
-        futures: Deque[Future] = deque()
-        for call in itertools.islice(calls, ahead):  # start now, as Executor.map does
-            futures.append(self._submit(call))
-        gen = _unordered if unordered else _ordered
-        results = gen(self, futures, calls, ahead, end, chunksize > 1)
+        stats = RunStats(self._core.engine)
+        futures: Deque[Future] = deque(
+            self._submit(fn, call) for call in
+            (calls if buffersize is None else itertools.islice(calls, buffersize)))
+        if unordered:
+            results = _unordered(futures, end, chunksize > 1)
+        else:
+            results = _ordered(self, futures, calls if buffersize else iter(()), end,
+                               chunksize > 1)
         return _with_progress(results, bar, stats, progress)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new tasks; finish (or with ``cancel_futures``, cancel) the pending ones.
 
-        With ``wait``, return when every running task has finished and the spawned workers
-        have stopped; otherwise return at once and let the manager thread finish.
+        With ``cancel_futures``, the futures whose task no worker holds yet are cancelled;
+        those a worker holds (``running()`` is True) run to the end. With ``wait``, return
+        when every running task has finished and the spawned workers have stopped.
         """
-        with self._lock:
-            if not self._shutdown:
-                self._shutdown = True
-                self._commands.put(("stop", cancel_futures))
-            elif cancel_futures:
-                self._commands.put(("stop", True))
+        self._core.request_stop(cancel_futures)
         if wait and self._thread is not threading.current_thread():
             self._thread.join()
-
-    # -- the manager thread ------------------------------------------------------------------
-    def _manage(self) -> None:
-        engine = self._engine
-        backoff = Backoff()
-        try:
-            while True:
-                busy = self._take_commands()
-                if self._stopping and not self._pending:
-                    break
-                if engine.progress():
-                    busy = True
-                self._mark_running()
-                if engine.queue:
-                    engine.check_workers_left()
-                if busy:
-                    backoff.reset()
-                else:
-                    backoff.sleep()
-        except BaseException as exc:  # no worker left, or a bug: fail fast, never hang
-            self._break(exc)
-        finally:
-            try:
-                engine.close()
-                _world.give_back(self._world)
-            finally:
-                self._take_commands()  # futures submitted in the meantime fail too
-
-    def _take_commands(self) -> bool:
-        got = False
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return got
-            got = True
-            verb = command[0]
-            if verb == "submit":
-                self._on_submit(command[1])
-            elif verb == "cancel":
-                self._on_cancel(command[1])
-            elif verb == "stop":
-                self._stopping = True
-                if command[1]:
-                    self._cancel_queued()
-
-    def _on_submit(self, record: _Record) -> None:
-        if self._broken is not None:
-            _fail(record, self._broken)
-            return
-        if record.future.cancelled():
-            self._notify_cancelled(record)
-            return
-        self._pending[record.item.work_id] = record
-        self._order.append(record)
-        self._engine.submit(record.item)
-
-    def _on_cancel(self, future: Future) -> None:
-        record = None
-        for r in self._order:  # futures not yet running are at the front... or anywhere
-            if r.future is future:
-                record = r
-                break
-        if record is None:
-            return  # cancelled before its submit command came: handled in _on_submit
-        if self._engine.cancel(record.item):
-            self._pending.pop(record.item.work_id, None)
-            self._order.remove(record)
-            self._notify_cancelled(record)
-
-    def _notify_cancelled(self, record: _Record) -> None:
-        if not record.running:
-            record.running = True
-            record.future.set_running_or_notify_cancel()
-
-    def _cancel_queued(self) -> None:
-        for record in list(self._order):
-            if record.item.worker is None and self._engine.cancel(record.item):
-                self._pending.pop(record.item.work_id, None)
-                self._order.remove(record)
-                record.future.cancel()
-                self._notify_cancelled(record)
-
-    def _mark_running(self) -> None:
-        """Futures whose task the engine has sent to a worker turn RUNNING (FIFO queue)."""
-        order = self._order
-        while order and (order[0].item.worker is not None or order[0].running):
-            record = order.popleft()
-            if not record.running:
-                record.running = True
-                record.future.set_running_or_notify_cancel()
-
-    def _sink(self, item: WorkItem) -> None:
-        record: _Record = item.tag
-        self._pending.pop(item.work_id, None)
-        error = item.error
-        if error is None:
-            if not record.running:
-                record.running = True
-                if not record.future.set_running_or_notify_cancel():
-                    return  # cancelled while its task was on the way to a worker
-            try:
-                record.future.set_result(item.result)
-            except cf.InvalidStateError:
-                pass  # cancelled after it turned RUNNING: cannot happen, but never crash here
-            return
-        if isinstance(error, RemoteError) and isinstance(error.exc, _SetupError):
-            self._break(error)
-            _fail(record, self._broken)  # type: ignore[arg-type]
-            return
-        if isinstance(error, RemoteError):
-            error = error.exc
-            error.__cause__ = RemoteTraceback(item.error.traceback)  # type: ignore
-        _fail(record, error)
-
-    def _break(self, cause: BaseException) -> None:
-        """Mark the executor broken and fail every pending future (one shared error)."""
-        with self._lock:  # a submit() after this sees it; one before is drained at the end
-            if self._broken is None:
-                broken = BrokenMPIExecutor(
-                    "the executor is broken: %s: %s. Pending tasks were failed; create a new "
-                    "executor (check the setup function, the worker log files, or use "
-                    "fault_tolerant=True)." % (type(cause).__name__, cause))
-                broken.__cause__ = cause
-                self._broken = broken
-        self._stopping = True
-        for record in list(self._pending.values()):
-            self._engine.cancel(record.item)
-            _fail(record, self._broken)
-        self._pending.clear()
-        self._order.clear()
-
-
-def _fail(record: _Record, error: BaseException) -> None:
-    """Fail a record's future, unless the user cancelled it meanwhile."""
-    if not record.running:
-        record.running = True
-        if not record.future.set_running_or_notify_cancel():
-            return  # cancelled
-    try:
-        record.future.set_exception(error)
-    except cf.InvalidStateError:
-        pass
 
 
 # -- map helpers -----------------------------------------------------------------------------
@@ -472,39 +445,46 @@ def _remaining(end: Optional[float]) -> Optional[float]:
     return None if end is None else max(0.0, end - time.monotonic())
 
 
-def _ordered(ex: MPIExecutor, futures: Deque[Future], calls: Iterator[Any], ahead: int,
+def _result_or_cancel(future: Future, timeout: Optional[float]) -> Any:
+    """The future's result; drop every reference to it before returning (so that a result
+    the consumer has dropped is freed), cancelling it on a timeout."""
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        del future
+
+
+def _ordered(ex: MPIExecutor, futures: Deque[Future], more: Iterator[Any],
              end: Optional[float], chunked: bool) -> Iterator[Any]:
     try:
         while futures:
-            future = futures.popleft()
-            for call in itertools.islice(calls, ahead - len(futures)):
-                futures.append(ex._submit(call))
-            result = future.result(_remaining(end))
+            for call in itertools.islice(more, 1):  # buffersize: keep the window full
+                futures.append(ex._submit(call, call))
             if chunked:
-                yield from result
+                yield from _result_or_cancel(futures.popleft(), _remaining(end))
             else:
-                yield result
+                yield _result_or_cancel(futures.popleft(), _remaining(end))
     finally:
         for future in futures:
             future.cancel()
 
 
-def _unordered(ex: MPIExecutor, futures: Deque[Future], calls: Iterator[Any], ahead: int,
-               end: Optional[float], chunked: bool) -> Iterator[Any]:
+def _unordered(futures: Deque[Future], end: Optional[float], chunked: bool) -> Iterator[Any]:
     waiting = set(futures)
+    futures.clear()
     try:
         while waiting:
             done, waiting = cf.wait(waiting, _remaining(end), cf.FIRST_COMPLETED)
             if not done:
                 raise cf.TimeoutError()
-            for call in itertools.islice(calls, ahead - len(waiting)):
-                waiting.add(ex._submit(call))
-            for future in done:
-                result = future.result()
+            while done:
                 if chunked:
-                    yield from result
+                    yield from _result_or_cancel(done.pop(), None)
                 else:
-                    yield result
+                    yield _result_or_cancel(done.pop(), None)
     finally:
         for future in waiting:
             future.cancel()
@@ -516,6 +496,7 @@ def _with_progress(results: Iterator[Any], bar: Progress, stats: RunStats,
         for result in results:
             bar.update()
             yield result
+            del result
     finally:
         bar.close()
     stats.report(shown, "map")

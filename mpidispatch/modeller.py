@@ -13,8 +13,8 @@
 The job is a ``list`` subclass: workers are added and removed with list operations, and the
 job brings the engine in line with the list before each call. Each worker object of a job
 is also its communicator (as in MODELLER): ``Worker.send_data``, ``get_data`` and
-``run_cmd`` go through the job that owns the worker (``worker._owner``), for the workers the
-user adds and the ``mpiexec`` ranks the engine adopts alike.
+``run_cmd`` go through the worker's :class:`~mpidispatch._messaging.Channel`, which the job
+gives to every worker it adopts (those the user adds and the ``mpiexec`` ranks alike).
 """
 from __future__ import annotations
 
@@ -24,9 +24,13 @@ from collections import deque
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from . import _world
-from ._engine import Engine, WorkItem
-from ._progress import Progress, RunStats
-from .workers import READY, Worker
+from ._engine import Engine
+from ._messaging import Channel
+from ._options import resolve
+from ._taskgroup import TaskGroup
+from ._work import WorkItem
+from .tasks import worker_list
+from .workers import DEAD, READY, Worker
 
 __all__ = ["job", "task", "job_name"]
 
@@ -126,41 +130,51 @@ class job(list):
     (``${JOB}`` = :func:`job_name`, N from 0).
 
     Args:
-        seq: workers to start with (e.g. ``[LocalWorker(), LocalWorker()]``).
+        seq: workers to start with (e.g. ``[LocalWorker(), LocalWorker()]``), or worker
+            arrays.
         python: command line starting a worker's Python (default: this interpreter);
             ``modeller_path`` is accepted as MODELLER's name for it.
         host: accepted for MODELLER compatibility; MPI finds the manager by itself.
-        fault_tolerant: replace a worker that dies by spawning a new one (it joins the list).
         output: ``%d`` pattern of the worker log files (default ``${JOB}.worker%d``).
-        **engine_options: passed to the engine (``start_timeout``, ``prefetch``,
-            ``max_retries``, ``task_timeout``, ...).
+        **options: engine options (:class:`mpidispatch.Options`: ``fault_tolerant``,
+            ``start_timeout``, ``prefetch``, ``max_retries``, ``task_timeout``, ...).
     """
 
-    def __init__(self, seq: Iterable[Worker] = (), python: Optional[str] = None,
-                 host: Optional[str] = None, fault_tolerant: bool = False,
-                 output: Optional[str] = None, modeller_path: Optional[str] = None,
-                 **engine_options: Any) -> None:
+    def __init__(self, seq: Iterable[Any] = (), python: Optional[str] = None,
+                 host: Optional[str] = None, output: Optional[str] = None,
+                 modeller_path: Optional[str] = None, **options: Any) -> None:
         self.output = output or job_name() + ".worker%d"
+        opts = resolve(python=python or modeller_path, output=self.output, **options)
         _world.serve_if_worker(self.output)
         super().__init__()
         self.host = host
         #: Python source strings run (with ``run_cmd``) on each worker when it starts,
         #: before its first task or message.
         self.worker_startup_commands: List[str] = []
+        self._engine = Engine(opts)
+        self._group = TaskGroup(self._engine, on_starting=self._before_task)
         self._queued: Deque[WorkItem] = deque()
         self._known: Dict[int, Worker] = {}
-        self._initialized: set = set()
-        self._engine = Engine(python=python or modeller_path, output=self.output,
-                              fault_tolerant=fault_tolerant, **engine_options)
         for w in self._engine.workers:  # mpiexec ranks adopted by the engine
             self._adopt(w)
             list.append(self, w)
         self.extend(seq)
 
     # -- keeping the engine in line with the list -------------------------------------------
+    def append(self, worker: Any) -> None:  # type: ignore[override]
+        """Add a worker (or every worker of a worker array); it starts when first needed."""
+        list.extend(self, worker_list(worker))
+        self._sync()
+
+    def extend(self, workers: Iterable[Any]) -> None:  # type: ignore[override]
+        """Add several workers (or worker arrays)."""
+        for w in workers:
+            list.extend(self, worker_list(w))
+        self._sync()
+
     def _adopt(self, w: Worker) -> None:
         self._known[id(w)] = w
-        w._owner = self  # its send_data/get_data/run_cmd go through this job
+        w._channel = Channel(self._engine, w, self.worker_startup_commands)
 
     def _sync(self) -> None:
         """Add appended workers to the engine, stop deleted ones, list engine replacements."""
@@ -180,31 +194,23 @@ class job(list):
             if key not in present and w.alive and not w.retiring:
                 engine.remove_worker(w)
 
-    def _init_workers(self) -> None:
-        """Run the startup commands on every worker that became ready since last time.
+    def _before_task(self, item: WorkItem) -> bool:
+        """Engine hook before a task is sent: run the startup commands on that worker
+        first (on the same channel, so they run before the task)."""
+        channel = item.worker._channel
+        if channel is not None and not channel.initialized:
+            channel.ensure_started()
+        return True
 
-        Called between loop turns: the engine sends a new worker its first task on the turn
-        after its hello, so the commands (sent first, on the same channel) run before it.
-        """
+    def _raise_worker_errors(self) -> None:
         for w in self:
-            if w.state == READY and id(w) not in self._initialized:
-                self._initialized.add(id(w))
-                for source in self.worker_startup_commands:
-                    self._engine.run_cmd(w, source)
-
-    def _drive(self, done: Any, timeout: Optional[float] = None) -> bool:
-        def turn() -> bool:
-            self._init_workers()
-            for w in self:
-                if w.errors:  # a startup command (or earlier run_cmd) raised
-                    raise w.errors.popleft()
-            return done()
-        return self._engine.run_until(turn, timeout)
+            if w.errors:  # a startup command (or earlier run_cmd) raised
+                raise w.errors.popleft()
 
     @property
     def tasks(self) -> List[task]:
         """The tasks queued and not yet run."""
-        return [item.tag for item in self._queued]
+        return [item.task for item in self._queued]
 
     # -- task interface ----------------------------------------------------------------------
     def queue_task(self, taskobj: task) -> None:
@@ -219,7 +225,7 @@ class job(list):
         if not callable(getattr(taskobj, "run", None)):
             raise TypeError("queue_task() takes a task object with a run() method (subclass "
                             "mpidispatch.task), not %r" % (taskobj,))
-        self._queued.append(WorkItem(_TaskCall(taskobj), _ignore, tag=taskobj))
+        self._queued.append(self._group.make_item(taskobj, _TaskCall(taskobj)))
 
     def run_all_tasks(self, progress: bool = False) -> List[Any]:
         """Run every queued task; return their results in the order they were queued.
@@ -228,22 +234,24 @@ class job(list):
             progress: draw a progress bar on stderr and print a summary line at the end.
 
         Raises:
-            RemoteError: a task raised (the first in queue order, after all have finished).
+            RemoteError, WorkerLostError, ...: a task failed (the first in queue order, after
+                all have finished); ``error.index`` is its position in the queue.
             NoMoreWorkersError: tasks remain and no worker is left to run them.
         """
         items = list(self._queued)
         for _ in self._completed(progress):
             pass
-        for item in items:
-            if item.error is not None:
-                raise item.error
+        error = self._group.first_error(items)
+        if error is not None:
+            raise error
         return [self._result(item) for item in items]
 
     def yield_tasks_unordered(self, progress: bool = False) -> Iterator[Any]:
         """Run every queued task; yield each result as soon as its task finishes.
 
         Raises:
-            RemoteError: a task raised (the tasks not yet started are dropped).
+            RemoteError, WorkerLostError, ...: a task failed (the tasks not yet started are
+                dropped).
             NoMoreWorkersError: tasks remain and no worker is left to run them.
         """
         for item in self._completed(progress):
@@ -254,29 +262,18 @@ class job(list):
     def _completed(self, progress: bool) -> Iterator[WorkItem]:
         """Submit the queued tasks; yield their items in completion order."""
         self._sync()
-        engine = self._engine
         items = list(self._queued)
         self._queued.clear()
-        done: Deque[WorkItem] = deque()
         for item in items:
-            item.sink = done.append
-            engine.submit(item)
-        bar = Progress(progress, total=len(items))
-        stats = RunStats(engine)
-        left = len(items)
+            self._group.enqueue(item)
+        completion = self._group.as_completed(progress, "job")
         try:
-            while left:
-                if not done:
-                    self._drive(lambda: bool(done))
-                left -= 1
-                bar.update()
-                yield done.popleft()
+            for item in completion:
+                self._sync()
+                self._raise_worker_errors()
+                yield item
         finally:
-            if left:  # abandoned (an error, or the caller stopped iterating)
-                for item in items:
-                    engine.cancel(item)
-            bar.close()
-            stats.report(progress, "job")
+            completion.close(cancel=True)  # abandoned: drop what no worker holds
 
     @staticmethod
     def _result(item: WorkItem) -> Any:
@@ -295,43 +292,18 @@ class job(list):
             WorkerStartError: a worker did not start (its log file usually says why).
         """
         self._sync()
-        self._engine.start_all(timeout)
-        self._init_workers()
+        self._engine.wait_ready(timeout)
+        failed = [w for w in self if w.state == DEAD and w.death]
+        if failed and self._engine.start_errors:
+            raise self._engine.start_errors[0]
+        for w in self:
+            if w.state == READY:
+                w._channel.ensure_started()
 
-    def _prepare(self, w: Worker) -> None:
+    def wait_ready(self, timeout: Optional[float] = None) -> int:
+        """Start the workers and wait until each is up; return how many are ready."""
         self._sync()
-        if w not in self:
-            raise ValueError("%r is not a worker of this job" % (w,))
-        if w.state != READY:
-            self.start()
-        self._init_workers()
-
-    def _raise_pending(self, w: Worker) -> None:
-        self._engine.progress()
-        if w.errors:
-            raise w.errors.popleft()
-
-    def _send_data(self, w: Worker, obj: Any) -> None:
-        self._prepare(w)
-        self._raise_pending(w)
-        self._engine.send_data(w, obj)
-
-    def _run_cmd(self, w: Worker, source: str) -> None:
-        if not isinstance(source, str):
-            raise TypeError("run_cmd() takes Python source as a str, not %r" % (source,))
-        self._prepare(w)
-        self._raise_pending(w)
-        self._engine.run_cmd(w, source)
-
-    def _get_data(self, w: Worker, timeout: Optional[float]) -> Any:
-        self._prepare(w)
-        try:
-            return self._engine.get_data(w, timeout)
-        except TimeoutError as exc:
-            raise TimeoutError(
-                "%s. A worker sends data only when source given to run_cmd calls "
-                "manager.send_data(obj); check that it does, or raise the timeout."
-                % (exc,)) from None
+        return self._engine.wait_ready(timeout)
 
     # -- the rest ----------------------------------------------------------------------------
     def summary(self) -> str:
@@ -353,5 +325,3 @@ class job(list):
         return "<job %s>" % list.__repr__(self)
 
 
-def _ignore(item: WorkItem) -> None:
-    """Placeholder sink of a queued task; replaced when the task is submitted."""

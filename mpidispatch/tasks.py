@@ -7,16 +7,30 @@
     c = m.get_context(setup)              # setup() runs once per worker, returns a tuple
     c.add_task(task)                      # the worker calls task(*setup())
     for result in c.get_results_unordered(): ...
+
+A thin translation onto the engine's :class:`~mpidispatch._taskgroup.TaskGroup`: a context
+is a task group whose setup is the context's setup function.
 """
 from __future__ import annotations
 
-from collections import deque
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, List, Optional
 
 from . import _world
-from ._progress import Progress, RunStats
-from ._engine import Engine, Setup, WorkItem
-from .workers import LocalWorker, Worker
+from ._engine import Engine
+from ._options import resolve
+from ._taskgroup import Completion, TaskGroup
+from ._work import DELIVERED
+from .workers import Worker
+
+
+def worker_list(worker: Any) -> List[Worker]:
+    """The workers behind ``worker``: itself, or every worker of a worker array (anything
+    with ``workers()`` or IMP's ``_get_workers()``)."""
+    for name in ("workers", "_get_workers"):
+        get = getattr(worker, name, None)
+        if callable(get) and not isinstance(worker, Worker):
+            return list(get())
+    return [worker]
 
 
 class Manager:
@@ -29,24 +43,36 @@ class Manager:
         python: command line starting a worker's Python (default: this interpreter).
         host: accepted for IMP compatibility; MPI finds the manager by itself.
         output: ``%d`` pattern for the per-worker log files (stdout and stderr).
-        start_timeout: seconds a worker may take to start (default 30, or
-            ``MPIDISPATCH_START_TIMEOUT``).
-        prefetch: tasks in flight per worker.
-        fault_tolerant: replace dead workers by spawning new ones.
-        max_retries: times a task is retried after its worker died.
-        task_timeout: default seconds a task may run before its worker is stopped.
+        **options: engine options (:class:`mpidispatch.Options`: ``start_timeout``,
+            ``prefetch``, ``fault_tolerant``, ``max_retries``, ``task_timeout``,
+            ``heartbeat_timeout``, ...); each defaults to its ``MPIDISPATCH_*`` environment
+            variable, then to the documented default.
+
+    Attributes:
+        heartbeat_timeout: seconds of silence before a worker on another host counts as
+            lost. As in IMP, it may be set on the class or on an instance at any time.
     """
 
+    heartbeat_timeout: Optional[float] = None
+
     def __init__(self, python: Optional[str] = None, host: Optional[str] = None,
-                 output: str = "worker%d.output", start_timeout: Optional[float] = None,
-                 prefetch: int = 2, fault_tolerant: bool = False, max_retries: int = 3,
-                 task_timeout: Optional[float] = None, **options: Any) -> None:
+                 output: Optional[str] = "worker%d.output", **options: Any) -> None:
+        if "workers" in options:
+            raise TypeError("Manager() takes no workers= argument; add workers with "
+                            "add_worker(LocalWorker()) or run under mpiexec -n N")
+        cls_hb = type(self).heartbeat_timeout
+        if options.get("heartbeat_timeout") is None and cls_hb is not None:
+            options["heartbeat_timeout"] = cls_hb
+        opts = resolve(python=python, output=output, **options)
         _world.serve_if_worker(output)
         self.host = host
         self.output = output
-        self._engine = Engine(python=python, output=output, start_timeout=start_timeout,
-                              prefetch=prefetch, fault_tolerant=fault_tolerant,
-                              max_retries=max_retries, task_timeout=task_timeout, **options)
+        self._engine = Engine(opts)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "heartbeat_timeout" and value is not None and "_engine" in self.__dict__:
+            self._engine.set_option(heartbeat_timeout=value)
 
     @property
     def workers(self) -> List[Worker]:
@@ -54,19 +80,29 @@ class Manager:
         return list(self._engine.workers)
 
     def add_worker(self, worker: Any) -> None:
-        """Add a worker, or every worker of a worker array (anything with ``_get_workers``)."""
-        if hasattr(worker, "_get_workers"):
-            for w in worker._get_workers():
-                self._engine.add_worker(w)
-        else:
-            self._engine.add_worker(worker)
+        """Add a worker, or every worker of a worker array.
+
+        Raises:
+            TypeError: not a worker (e.g. the class ``LocalWorker`` instead of an object).
+        """
+        for w in worker_list(worker):
+            self._engine.add_worker(w)
+
+    def wait_ready(self, timeout: Optional[float] = None) -> int:
+        """Start the workers added so far and wait until each is up (or failed to start);
+        return how many are ready (mpi4py's ``bootup``)."""
+        return self._engine.wait_ready(timeout)
 
     def get_context(self, startup: Optional[Callable[[], Any]] = None) -> "Context":
-        """A new context whose tasks get ``startup()``'s return value as arguments."""
+        """A new context whose tasks get ``startup()``'s return value as arguments.
+
+        Raises:
+            TypeError: ``startup`` is not callable (e.g. ``get_context(setup())``).
+        """
         return Context(self, startup)
 
     def summary(self) -> str:
-        """One line on what ran: tasks, workers, tasks per worker, losses."""
+        """One line on what ran: tasks, workers, tasks per worker, losses, replacements."""
         return self._engine.summary()
 
     def close(self) -> None:
@@ -91,102 +127,68 @@ class Context:
 
     def __init__(self, manager: Manager, startup: Optional[Callable[[], Any]] = None) -> None:
         self._manager = manager
-        self._setup = Setup(startup)
-        self._done: deque = deque()
-        self._outstanding = 0
-        self._order: List[WorkItem] = []
+        self._group = TaskGroup(manager._engine, startup)
+        self._order: List[Any] = []
 
-    def add_task(self, task: Callable[..., Any], timeout: Optional[float] = None) -> None:
+    def add_task(self, task: Callable[..., Any], *, timeout: Optional[float] = None) -> None:
         """Queue ``task``, any picklable callable; a worker calls ``task(*startup())``.
 
+        Args:
+            timeout: seconds this task may run (keyword only; default: the manager's
+                ``task_timeout``).
+
         Raises:
+            TypeError: ``task`` is not callable.
             SerializationError: ``task`` cannot be pickled (nothing is queued).
         """
-        item = WorkItem(task, self._done.append, self._setup, timeout=timeout)
-        self._manager._engine.submit(item)
-        self._outstanding += 1
-        if len(self._order) > 2 * self._outstanding + 4096:  # amortized: drop delivered ones
-            self._order = [i for i in self._order if not i.delivered]
+        if not callable(task):
+            raise TypeError("add_task() takes a callable (a function, or an object with "
+                            "__call__), not %r" % (task,))
+        if timeout is not None and not timeout > 0:
+            raise ValueError("timeout must be > 0 seconds, not %r" % (timeout,))
+        item = self._group.submit(task, timeout=timeout)
+        if len(self._order) > 2 * self._group.outstanding + 4096:  # drop delivered ones
+            self._order = [i for i in self._order if i.state != DELIVERED]
         self._order.append(item)
 
     def get_results_unordered(self, progress: bool = False) -> "ResultIterator":
         """Iterate over results as tasks finish (tasks added meanwhile run too).
 
-        A task that raised makes ``next()`` raise :class:`RemoteError` for that task; calling
-        ``next()`` again goes on with the others. ``progress=True`` draws a progress bar on
-        stderr (tqdm if installed) and prints a one-line summary at the end.
+        A task that failed makes ``next()`` raise its error (:class:`RemoteError`,
+        :class:`WorkerLostError`, ...; ``error.index`` is the task's number in the order it
+        was added, ``error.task`` the task); calling ``next()`` again goes on with the other
+        tasks. ``progress=True`` draws a progress bar on stderr (tqdm if installed) and
+        prints a one-line summary at the end.
         """
-        return ResultIterator(self, progress)
+        return ResultIterator(self._group.as_completed(progress))
 
     def get_results(self, progress: bool = False) -> List[Any]:
         """Run every task; return the results in the order the tasks were added.
 
-        ``progress=True`` draws a progress bar and prints a summary line at the end.
-
         Raises:
-            RemoteError or WorkerLostError: the first task (in order) that failed, after all
-                tasks have finished.
+            RemoteError, WorkerLostError, ...: the first task (in order) that failed, after
+                all tasks have finished.
         """
-        order = [item for item in self._order if not item.delivered]
+        order = [i for i in self._order if i.state != DELIVERED]
         self._order = []
-        bar = Progress(progress, total=self._outstanding)
-        stats = RunStats(self._manager._engine)
-        for _ in _drain(self):
-            bar.update()
-        bar.close()
-        stats.report(progress)
-        for item in order:
-            if item.error is not None:
-                raise item.error
-        return [item.result for item in order]
-
-    def _next_item(self) -> WorkItem:
-        engine = self._manager._engine
-        done = self._done
-        if not done:
-            if self._outstanding == 0:
-                raise StopIteration
-            engine.run_until(lambda: bool(done))
-        self._outstanding -= 1
-        item = done.popleft()
-        item.delivered = True
-        return item
-
-
-def _drain(context: Context) -> Iterator[WorkItem]:
-    while True:
-        try:
-            yield context._next_item()
-        except StopIteration:
-            return
+        items = self._group.in_order(order, progress)
+        error = self._group.first_error(items)
+        if error is not None:
+            raise error
+        return [item.result for item in items]
 
 
 class ResultIterator:
     """Results of a context in completion order; survives a failed task."""
 
-    def __init__(self, context: Context, progress: bool = False) -> None:
-        self._context = context
-        self._progress = progress
-        self._bar = Progress(progress, total=context._outstanding)
-        self._stats = RunStats(context._manager._engine)
-        self._seen = context._outstanding
+    def __init__(self, completion: Completion) -> None:
+        self._completion = completion
 
     def __iter__(self) -> "ResultIterator":
         return self
 
     def __next__(self) -> Any:
-        context = self._context
-        self._bar.add_total(context._outstanding - self._seen)  # tasks added meanwhile
-        try:
-            item = context._next_item()
-        except StopIteration:
-            if self._stats is not None:  # first StopIteration: end the bar, summarize
-                self._bar.close()
-                self._stats.report(self._progress)
-                self._stats = None
-            raise
-        self._seen = context._outstanding
-        self._bar.update()
+        item = next(self._completion)
         if item.error is not None:
             raise item.error
         return item.result

@@ -14,12 +14,42 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from ._mpienv import backend, mpi
 from .errors import WorkerStartError
 
 NEW, STARTING, READY, DEAD, STOPPED = "new", "starting", "ready", "dead", "stopped"
+
+class _SpawnSlot:
+    """One ``MPI_Comm_spawn`` at a time: two at once, from two threads, hung Open MPI 5.
+
+    Each spawn runs in its own thread so that the engine goes on while workers start. A
+    spawn of a program that exits before ``MPI_Init`` never returns, so the engine can
+    :meth:`give_up` on the slot's holder (it noticed the exit), and the next spawn goes
+    ahead; the stuck thread's late release is then ignored.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._holder: Any = None
+
+    def acquire(self, worker: Any) -> None:
+        with self._cond:
+            while self._holder is not None:
+                self._cond.wait()
+            self._holder = worker
+
+    def release(self, worker: Any) -> None:
+        with self._cond:
+            if self._holder is worker:
+                self._holder = None
+                self._cond.notify_all()
+
+    give_up = release
+
+
+spawn_slot = _SpawnSlot()
 
 
 class Worker:
@@ -60,7 +90,9 @@ class Worker:
         self.death_time = 0.0
         self.retiring = False
         self.start_timeout: Optional[float] = None  # None: the manager's start_timeout
-        self._owner: Any = None  # the job whose message passing this worker serves
+        self.said_bye = False             # the worker answered STOP: safe to disconnect
+        self.setup_running: Any = None    # the Setup the worker runs now (before a task)
+        self._channel: Any = None  # message passing (a _messaging.Channel), set by a job
 
     # -- what subclasses provide ------------------------------------------------------------
     def _launch(self, python: str, log_file: Optional[str]) -> None:
@@ -90,7 +122,7 @@ class Worker:
 
         numpy arrays travel without pickling copies; floats arrive exactly.
         """
-        self._job()._send_data(self, obj)
+        self._messages().send_data(obj)
 
     def get_data(self, timeout: Optional[float] = None) -> Any:
         """The next object this worker sent with ``manager.send_data(obj)``.
@@ -100,19 +132,19 @@ class Worker:
             NetworkError: the worker died.
             TimeoutError: nothing came within ``timeout`` seconds.
         """
-        return self._job()._get_data(self, timeout)
+        return self._messages().get_data(timeout)
 
     def run_cmd(self, source: str) -> None:
         """Run Python ``source`` on this worker, in a namespace kept between calls where
         ``manager`` is the worker's channel back (``manager.send_data``/``get_data``)."""
-        self._job()._run_cmd(self, source)
+        self._messages().run_cmd(source)
 
-    def _job(self) -> Any:
-        if self._owner is None:
+    def _messages(self) -> Any:
+        if self._channel is None:
             raise RuntimeError(
                 "%r belongs to no job: send_data/get_data/run_cmd work on the workers of a "
                 "mpidispatch.job (see docs/modeller.md)" % (self,))
-        return self._owner
+        return self._channel
 
     # -- description -----------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -172,12 +204,18 @@ class LocalWorker(Worker):
             info.Set("map_by", ":OVERSUBSCRIBE")
 
         def spawn() -> None:
+            spawn_slot.acquire(self)
             try:
+                if self.state != STARTING:
+                    return  # given up on (or stopped) while waiting for the slot
+                self.start_time = time.monotonic()  # the start timeout counts from here
                 comm = MPI.COMM_SELF.Spawn(executable, args, maxprocs=1, info=info)
                 comm.Set_errhandler(MPI.ERRORS_RETURN)
                 self._result.append(comm)
             except BaseException as exc:  # reported by _launched
                 self._result.append(exc)
+            finally:
+                spawn_slot.release(self)
 
         _preflight(python, words)
         self._thread = threading.Thread(target=spawn, name="mpidispatch-spawn", daemon=True)
@@ -198,6 +236,7 @@ class LocalWorker(Worker):
         return outcome, 0
 
     def _release(self) -> None:
+        spawn_slot.give_up(self)  # a spawn that never returns must not block the next
         if self.comm is not None:
             try:
                 self.comm.Free()
@@ -206,18 +245,13 @@ class LocalWorker(Worker):
             self.comm = None
 
     def _disconnect(self, timeout: float) -> bool:
-        """Disconnect from a worker that was told to stop (collective with the worker).
-
-        Runs in a thread so that a worker still busy with a task cannot hold the manager
-        beyond ``timeout``; returns False if it did not finish in time.
-        """
+        """Disconnect from a worker that said BYE (collective with the worker, which is
+        disconnecting too, so it returns at once). Runs on the engine's thread: MPI called
+        from a second thread while the engine's thread also did crashed Open MPI here."""
         comm, self.comm = self.comm, None
-        if comm is None:
-            return True
-        thread = threading.Thread(target=_quiet_disconnect, args=(comm,), daemon=True)
-        thread.start()
-        thread.join(timeout)
-        return not thread.is_alive()
+        if comm is not None:
+            _quiet_disconnect(comm)
+        return True
 
 
 class WorldWorker(Worker):
@@ -284,13 +318,27 @@ def exit_status_from_log(log_file: Optional[str], wait: float = 0.5) -> Optional
                 tail = f.read().decode("utf-8", "replace")
         except OSError:
             tail = ""
-        found = [l for l in tail.splitlines() if l.startswith(marker)]
+        found = [line for line in tail.splitlines() if line.startswith(marker)]
         if found:
             code = int(found[-1][len(marker):].strip() or 0)
             return -(code - 128) if code > 128 else code
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.02)
+
+
+def log_tail(log_file: Optional[str], lines: int = 8) -> str:
+    """The last ``lines`` lines of a worker's log file ('' if none), for error messages."""
+    if not log_file:
+        return ""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
 def describe_exit(code: Optional[int]) -> str:

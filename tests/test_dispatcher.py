@@ -39,7 +39,7 @@ def test_with_workers(mpi_run, static):
     assert 1 <= int(run.value("MAX_UNCOLLECTED")) <= 2
     assert run.value("FAILED_JOB") == "ArithmeticError True"
     # debug=1: each job's dispatch and result, with worker and timings
-    sent = [l for l in run.lines("Squares: job") if "->" in l]
-    back = [l for l in run.lines("Squares: job") if "<-" in l]
+    sent = [line for line in run.lines("Squares: job") if "->" in line]
+    back = [line for line in run.lines("Squares: job") if "<-" in line]
     assert len(sent) >= 30 * 3 and len(back) >= 30 * 3
-    assert all("Worker" in l and " s " in l for l in sent + back)
+    assert all("Worker" in line and " s " in line for line in sent + back)

@@ -1,10 +1,9 @@
 """The engine and the IMP-style face under real MPI: static world and spawned workers."""
 import ast
-import sys
 
 import pytest
 
-from conftest import BACKEND, survivors
+from conftest import survivors
 
 EXPECTED = [100 + i for i in range(40)]
 

@@ -78,6 +78,17 @@ def test_poison_task_fails_alone(mpi_run, kind, exitcode):
     assert pids_gone(run)
 
 
+def test_poison_task_without_fault_tolerance_fails_alone(mpi_run):
+    """Issue 9.9: one task calling os._exit(0) must not kill every worker."""
+    run = run_fault(mpi_run, "poison_noft", 2, ft=False)
+    assert run.returncode == 0, run
+    assert ast.literal_eval(run.value("MISSING")) == [7], run
+    assert run.value("POISON_ERRORS") == "1" and run.value("POISON_INDEX") == "7"
+    assert run.value("NOMORE") == "False"
+    assert run.value("LOST") == "1"
+    assert pids_gone(run)
+
+
 def test_hung_task_times_out_and_worker_is_replaced(mpi_run):
     run = run_fault(mpi_run, "hang", 2)
     assert run.returncode == 0, run

@@ -1,7 +1,6 @@
 """The MODELLER-style face (job, task, message passing) under real MPI, static and spawned."""
 import ast
 
-import pytest
 
 from conftest import survivors
 

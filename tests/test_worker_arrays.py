@@ -203,7 +203,8 @@ def test_manager_inside_allocation(scheduler, tmp_path):
             subprocess.run(["scancel" if scheduler == "slurm" else "qdel", job_id],
                            capture_output=True, timeout=30)
     text = out.read_text()
-    lines = dict(l.split(" ", 1) for l in text.splitlines() if l[:1].isupper() and " " in l)
+    lines = dict(line.split(" ", 1) for line in text.splitlines()
+                 if line[:1].isupper() and " " in line)
     assert lines.get("EXIT") == "0", text
     assert lines["SLOTS"] == "3" and lines["WORKERS"] == "2", text
     assert ast.literal_eval(lines["RESULTS"]) == SQUARES

@@ -52,6 +52,8 @@ class Squares(JobDispatcher):
 
 workers = int(sys.argv[1]) if len(sys.argv) > 1 else None
 d = Squares(N_JOBS, max_workers=workers, debug=1)
+if workers:
+    d.wait_ready(60)  # so that both workers take jobs (run() does not wait for them)
 d.run()
 print("LOCAL", d.local_mode)
 print("COLLECTED", sorted(d.results) == list(range(N_JOBS)),

@@ -1,6 +1,5 @@
 """Workers join while tasks run and leave; idle workers do not burn CPU."""
 import os
-import sys
 import time
 
 from mpidispatch import LocalWorker, Manager

@@ -1,5 +1,6 @@
 """Task errors: returned exceptions, raised exceptions, unpicklable tasks and results."""
 import sys
+import functools
 import threading
 
 from mpidispatch import (LocalWorker, Manager, RemoteError, SerializationError)
@@ -41,7 +42,7 @@ except RemoteError as err:
           "boom" in err.traceback, err.worker is not None)
 
 try:
-    c.add_task(threading.Lock())
+    c.add_task(functools.partial(print, threading.Lock()))  # callable, not picklable
 except SerializationError as err:
     print("UNPICKLABLE_TASK", "cannot be pickled" in str(err))
 

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 
-from mpidispatch import SerializationError
 from mpidispatch.executor import BrokenMPIExecutor, MPIExecutor, RemoteTraceback
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else None
@@ -50,8 +49,19 @@ def broken_setup():
     raise OSError("no such resource")
 
 
+class BadReduce:
+    def __reduce__(self):
+        raise ZeroDivisionError("cannot pickle this result")
+
+
+class ExitReduce:
+    def __reduce__(self):
+        raise SystemExit(7)
+
+
 with MPIExecutor(max_workers=N, setup=init_worker, setup_args=("ready",)) as ex:
     print("NUM_WORKERS", ex.num_workers)
+    ex.bootup()  # both workers up, so that both take tasks below
     f = ex.submit(square, 7)
     print("SUBMIT", f.result(timeout=30))
     print("SETUP", ex.submit(read_setup).result(timeout=30))
@@ -84,6 +94,11 @@ with MPIExecutor(max_workers=N, setup=init_worker, setup_args=("ready",)) as ex:
     # an unpicklable task fails its own future; the executor goes on
     f = ex.submit(square, threading.Lock())
     print("UNPICKLABLE", type(f.exception(timeout=5)).__name__, ex.submit(square, 3).result(30))
+    # pickling errors keep their type, as with mpi4py.futures and concurrent.futures
+    err = ex.submit(BadReduce).exception(timeout=30)
+    print("RESULT_PICKLE_ERROR", type(err).__name__, isinstance(err.__cause__, RemoteTraceback))
+    err = ex.submit(ExitReduce).exception(timeout=30)
+    print("RESULT_PICKLE_EXIT", type(err).__name__)
 
     # map: ordered, unordered, chunks, several iterables
     print("MAP", list(ex.map(square, range(10))))
@@ -106,8 +121,14 @@ with MPIExecutor(max_workers=N, setup=init_worker, setup_args=("ready",)) as ex:
 
     got = list(itertools.islice(ex.map(square, endless(), buffersize=4), 10))
     print("LAZY", got == [i * i for i in range(10)], len(produced) <= 10 + 4 + 1)
-    got = list(itertools.islice(ex.map(square, range(10 ** 12)), 5))
+    # As with the standard library, map() submits every call at once unless buffersize
+    # bounds it; a huge input needs buffersize.
+    got = list(itertools.islice(ex.map(square, range(10 ** 12), buffersize=8), 5))
     print("HUGE", got)
+    try:
+        ex.map(square, range(3), unordered=True, buffersize=2)
+    except ValueError:
+        print("BUFFERSIZE_UNORDERED rejected")
 
     # progress bar on map
     print("PROGRESS", sum(ex.map(square, range(20), progress=True)))

@@ -28,6 +28,8 @@ class Job:
             time.sleep(self.seconds)
         if self.kind == "osexit":
             os._exit(9)
+        if self.kind == "osexit0":
+            os._exit(0)
         if self.kind == "sigkill":
             os.kill(os.getpid(), signal.SIGKILL)
         if self.kind == "segfault":
@@ -46,6 +48,7 @@ if not m.workers:
         m.add_worker(LocalWorker())
 c = m.get_context()
 initial = len(engine.workers)
+m.wait_ready(60)  # the faults below hit a running farm, not one still starting
 
 
 def collect():
@@ -76,12 +79,24 @@ def report(got, n, started):
     print("SUMMARY", m.summary())
 
 
+def busy_workers(within=30.0):
+    """Workers that hold a task, waiting (bounded) until there is one: under load workers
+    may still be starting when a fixed delay has passed."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        busy = [w for w in list(engine.workers) if w.state == "ready" and w.pid and w.inflight]
+        if busy:
+            return busy
+        time.sleep(0.01)
+    return []
+
+
 def killer(count, interval):
-    """Kill a random busy worker every ``interval`` s; record when."""
+    """Kill a random busy worker ``count`` times, ``interval`` s apart; record when."""
     kills = []
     for _ in range(count):
         time.sleep(interval)
-        busy = [w for w in list(engine.workers) if w.state == "ready" and w.pid and w.inflight]
+        busy = busy_workers()
         if busy:
             w = random.choice(busy)
             kills.append((time.monotonic(), w))
@@ -95,7 +110,10 @@ if MODE == "kill_random":
     for i in range(n):
         c.add_task(Job(i, seconds=0.003))
     kills = []
-    t = threading.Thread(target=lambda: kills.extend(killer(3, 0.4)), daemon=True)
+    # Without replacements at most NWORKERS - 2 kills: a task whose worker died is not
+    # retried on the last live worker (the poison-task rule), so that one would fail.
+    count = 3 if FT else max(1, NWORKERS - 2)
+    t = threading.Thread(target=lambda: kills.extend(killer(count, 0.4)), daemon=True)
     t.start()
     got, errors = collect()
     t.join(10)
@@ -119,6 +137,18 @@ elif MODE in ("poison_osexit", "poison_sigkill", "poison_segfault"):
     if err:
         print("POISON_EXITCODE", err[0].exitcode)
         print("POISON_MESSAGE", str(err[0]).replace("\n", " "))
+elif MODE == "poison_noft":
+    # issue 9 point 9: without fault tolerance a task that kills its worker (os._exit(0))
+    # must fail alone, not take every worker with it.
+    n = 30
+    for i in range(n):
+        c.add_task(Job(i, "osexit0" if i == 7 else "ok", 0.01))
+    got, errors = collect()
+    report(got, n, started)
+    err = [e for e in errors.values() if isinstance(e, WorkerLostError)]
+    print("POISON_ERRORS", len(err))
+    print("POISON_INDEX", err[0].index if err else None)
+    print("NOMORE", "nomore" in errors)
 elif MODE == "hang":
     n = 10
     for i in range(n):
@@ -147,8 +177,7 @@ elif MODE == "stopped":
     for i in range(n):
         c.add_task(Job(i, "ok", 0.05))
     def stop_one():
-        time.sleep(0.5)
-        busy = [w for w in engine.workers if w.state == "ready" and w.inflight]
+        busy = busy_workers()
         os.kill(busy[0].pid, signal.SIGSTOP)
     threading.Thread(target=stop_one, daemon=True).start()
     got, errors = collect()

@@ -64,7 +64,8 @@ j.queue_task(Length("x"))
 try:
     j.run_all_tasks()
 except RemoteError as err:
-    print("TASK_ERROR", type(err.exc).__name__, "missing-7" in err.traceback, "def run" in err.traceback
+    print("TASK_ERROR", type(err.exc).__name__, "missing-7" in err.traceback,
+          "def run" in err.traceback
           or "Fails" in err.traceback or "run" in err.traceback)
 
 with open("in.txt", "w") as f:
@@ -91,7 +92,8 @@ print("ARRAY", bool(np.array_equal(back, a)), back.dtype)
 print("FLOATS", fl[0] == 0.1 + 0.2, math.isnan(fl[1]), fl[2] == math.inf, fl[3] == -math.inf,
       fl[4] == 1e-310)
 print("DICT", d)
-w.run_cmd("manager.send_data(builtins.startup_ran if 'builtins' in dir() else __import__('builtins').startup_ran)")
+w.run_cmd("manager.send_data(builtins.startup_ran if 'builtins' in dir() "
+          "else __import__('builtins').startup_ran)")
 print("MP_STARTUP", w.get_data(timeout=30))
 w.run_cmd("raise ValueError('bad command 42')")
 try:

@@ -1,5 +1,4 @@
 """No worker at all: NoMoreWorkersError at once. A bad python=: WorkerStartError."""
-import sys
 import time
 
 from mpidispatch import LocalWorker, Manager, NoMoreWorkersError, WorkerStartError
@@ -10,7 +9,7 @@ c = m.get_context()
 c.add_task(int)
 try:
     list(c.get_results_unordered())
-except NoMoreWorkersError as err:
+except NoMoreWorkersError:
     print("NOMORE %.2f" % (time.monotonic() - t))
 
 m = Manager(python="/path/does/not/exist/python", start_timeout=10)
