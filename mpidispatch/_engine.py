@@ -183,6 +183,8 @@ class Engine:
         self._new_workers = True
         if worker.state == READY:
             self.ready.append(worker)
+            if worker.comm is not None:  # a world rank another face used before: this
+                self._welcome(worker)    # face's settings (output) apply from now
 
     def remove_worker(self, worker: Worker) -> None:
         """Stop a worker once it has finished the tasks it holds."""
@@ -237,11 +239,27 @@ class Engine:
         if w.records_exit_status:
             code = exit_status_from_log(w.log_file, wait=0.0)
             if code is not None:
-                self._start_failed(w, WorkerStartError(
+                cause = WorkerStartError(
                     "worker %d exited before it connected (%s). Command: %s. Last lines of "
                     "its log file %s:\n%s" % (w.index, describe_exit(code), w.command,
                                               w.log_file, log_tail(w.log_file)),
-                    w.command, w.log_file))
+                    w.command, w.log_file)
+                self._start_failed(w, cause)
+                self._fail_alike(w, cause)
+
+    def _fail_alike(self, failed: Worker, cause: WorkerStartError) -> None:
+        """Workers started the same way as one that exited before connecting would exit
+        too: fail them now with its cause. (Its ``MPI_Comm_spawn`` never returns, and a spawn
+        beside a hung one hangs under MPICH, so waiting would cost ``start_timeout`` each.)"""
+        for w in self.workers:
+            if w is failed or w.state != STARTING or w.comm is not None \
+                    or type(w) is not type(failed) \
+                    or getattr(w, "spawn_host", None) != getattr(failed, "spawn_host", None):
+                continue
+            self._start_failed(w, WorkerStartError(
+                "worker %d was not started: worker %d, started the same way, exited before "
+                "it connected. %s" % (w.index, failed.index, cause), cause.command,
+                cause.log_file))
 
     def _log_file(self, w: Worker) -> Optional[str]:
         if not self.options.output or isinstance(w, WorldWorker):
@@ -276,11 +294,19 @@ class Engine:
         w.last_heard = w.ready_time = time.monotonic()
         if not w.retiring:
             self.ready.append(w)
-        self._send(w, Tag.CONTROL, ControlMsg(Verb.WELCOME.value, {
+        self._welcome(w)
+
+    def _welcome(self, w: Worker) -> None:
+        """Tell a worker who its manager is, and (a world rank) where its output goes."""
+        welcome = {
             "host": self._host, "pid": os.getpid(), "cwd": os.getcwd(),
             "heartbeat": (self.options.heartbeat_timeout / 4
                           if self.policy.uses_heartbeat(w) else None),
-            "sys_path": [p for p in sys.path if p]}))
+            "sys_path": [p for p in sys.path if p]}
+        if isinstance(w, WorldWorker):  # a rank follows this face's output setting
+            out = self.options.output
+            welcome["output"] = w.log_file = (os.path.abspath(out % w.index) if out else None)
+        self._send(w, Tag.CONTROL, ControlMsg(Verb.WELCOME.value, welcome))
 
     def wait_ready(self, timeout: Optional[float] = None) -> int:
         """Start every worker and wait until each has said hello or failed to start.

@@ -165,6 +165,11 @@ class WorkerLoop:
         cwd = info.get("cwd")
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)
+        if "output" in info:  # a static-world rank: the face using it decides where
+            out = info["output"]
+            if out != self.log_file:
+                redirect_output(out)
+                self.log_file = out
         if info.get("host") == hostname() and info.get("pid"):
             _start_watchdog(int(info["pid"]))
         if info.get("heartbeat"):
@@ -258,16 +263,27 @@ def _start_watchdog(manager_pid: int) -> None:
     threading.Thread(target=watch, name="mpidispatch-watchdog", daemon=True).start()
 
 
+_original_fds: list = []
+
+
 def redirect_output(log_file: Optional[str]) -> None:
-    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``log_file``."""
-    if not log_file:
-        return
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``log_file``;
+    ``None`` sends them back where they went when the process started (a static-world
+    rank follows the output setting of each face that uses it)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    if not log_file:
+        if not _original_fds:
+            return
+        os.dup2(_original_fds[0], 1)
+        os.dup2(_original_fds[1], 2)
+    else:
+        if not _original_fds:
+            _original_fds.extend([os.dup(1), os.dup(2)])
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 

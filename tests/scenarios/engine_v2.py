@@ -5,6 +5,7 @@ Each mode prints KEY value lines that tests/test_engine_v2.py checks.
 import gc
 import os
 import sys
+import threading
 import time
 
 from mpidispatch import (LocalWorker, Manager, MPIExecutor, NoMoreWorkersError,
@@ -204,8 +205,9 @@ elif MODE == "heartbeat_attr":
     Manager.heartbeat_timeout = 1000.0
     m = Manager()
     m.heartbeat_timeout = 2.0        # the instance's value wins, set after construction
-    m.add_worker(LocalWorker())
-    m.add_worker(LocalWorker())
+    for _ in range(3):               # 3: the stopped worker's task is retried elsewhere
+        m.add_worker(LocalWorker())
+    m.wait_ready(60)
     c = m.get_context()
     for i in range(40):
         c.add_task(Boom(i + 100))
