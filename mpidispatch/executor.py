@@ -406,12 +406,11 @@ class MPIExecutor(cf.Executor):
         futures: Deque[Future] = deque(
             self._submit(fn, call) for call in
             (calls if buffersize is None else itertools.islice(calls, buffersize)))
+        run = _MapRun(bar, stats, progress)
         if unordered:
-            results = _unordered(futures, end, chunksize > 1)
-        else:
-            results = _ordered(self, futures, calls if buffersize else iter(()), end,
-                               chunksize > 1)
-        return _with_progress(results, bar, stats, progress)
+            return _unordered(futures, end, chunksize > 1, run)
+        return _ordered(self, futures, calls if buffersize else iter(()), end, chunksize > 1,
+                        run)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new tasks; finish (or with ``cancel_futures``, cancel) the pending ones.
@@ -457,22 +456,43 @@ def _result_or_cancel(future: Future, timeout: Optional[float]) -> Any:
         del future
 
 
+class _MapRun:
+    """Bookkeeping of one ``map`` call: progress bar and summary line."""
+
+    def __init__(self, bar: Progress, stats: RunStats, shown: bool) -> None:
+        self.bar, self.stats, self.shown = bar, stats, shown
+
+    def finish(self) -> None:
+        self.bar.close()
+        self.stats.report(self.shown, "map")
+
+
+def _take(future: Future, timeout: Optional[float], run: _MapRun, chunked: bool) -> Any:
+    result = _result_or_cancel(future, timeout)
+    run.bar.update(len(result) if chunked else 1)
+    return result
+
+
 def _ordered(ex: MPIExecutor, futures: Deque[Future], more: Iterator[Any],
-             end: Optional[float], chunked: bool) -> Iterator[Any]:
+             end: Optional[float], chunked: bool, run: _MapRun) -> Iterator[Any]:
+    # Results are yielded straight from the call that takes them, so that no local name
+    # of this generator keeps a result alive after the consumer dropped it.
     try:
         while futures:
             for call in itertools.islice(more, 1):  # buffersize: keep the window full
                 futures.append(ex._submit(call, call))
             if chunked:
-                yield from _result_or_cancel(futures.popleft(), _remaining(end))
+                yield from _take(futures.popleft(), _remaining(end), run, True)
             else:
-                yield _result_or_cancel(futures.popleft(), _remaining(end))
+                yield _take(futures.popleft(), _remaining(end), run, False)
     finally:
         for future in futures:
             future.cancel()
+        run.finish()
 
 
-def _unordered(futures: Deque[Future], end: Optional[float], chunked: bool) -> Iterator[Any]:
+def _unordered(futures: Deque[Future], end: Optional[float], chunked: bool,
+               run: _MapRun) -> Iterator[Any]:
     waiting = set(futures)
     futures.clear()
     try:
@@ -482,21 +502,10 @@ def _unordered(futures: Deque[Future], end: Optional[float], chunked: bool) -> I
                 raise cf.TimeoutError()
             while done:
                 if chunked:
-                    yield from _result_or_cancel(done.pop(), None)
+                    yield from _take(done.pop(), None, run, True)
                 else:
-                    yield _result_or_cancel(done.pop(), None)
+                    yield _take(done.pop(), None, run, False)
     finally:
         for future in waiting:
             future.cancel()
-
-
-def _with_progress(results: Iterator[Any], bar: Progress, stats: RunStats,
-                   shown: bool) -> Iterator[Any]:
-    try:
-        for result in results:
-            bar.update()
-            yield result
-            del result
-    finally:
-        bar.close()
-    stats.report(shown, "map")
+        run.finish()

@@ -139,3 +139,37 @@ def test_executor_worker_prints_reach_the_terminal(mpi_run, static):
     run = mpi_run("engine_v2.py", "executor_prints", timeout=90, **args)
     assert run.returncode == 0, run
     assert "PRINTED_BY_WORKER" in run.stdout + run.stderr, run
+
+
+def test_executor_semantics_match_concurrent_futures(mpi_run):
+    """Issue 11 points 1 (map keeps no result alive), 4 (num_workers 0 after shutdown),
+    7 (the standard library's ValueError text)."""
+    run = mpi_run("engine_v2.py", "executor_semantics", timeout=90)
+    assert run.returncode == 0, run
+    assert run.value("MAX_WORKERS_ERROR") == "max_workers must be greater than 0"
+    assert run.value("MAP_KEEPS_RESULT") == "False"
+    assert run.value("NUM_WORKERS_BEFORE") == "1"
+    assert run.value("NUM_WORKERS_AFTER") == "0"
+
+
+def test_dropped_dispatcher_exits(mpi_run):
+    """Issue 9.3: a JobDispatcher dropped without close() does not hang at exit."""
+    run = mpi_run("engine_v2.py", "dropped_dispatcher", timeout=60)
+    assert run.returncode == 0, run
+    assert run.value("TOTAL") == str(sum(i * i for i in range(50)))
+    assert survivors("scenarios/engine_v2.py") == []
+
+
+@pytest.mark.skipif(BACKEND != "mpich", reason="an MPICH static world")
+def test_mpich_static_world_refuses_fault_tolerance(mpi_run):
+    """Issue 9.10: refused up front, saying what works instead."""
+    run = mpi_run("engine_v2.py", "mpich_static_ft", n=3, module=True, ft=True, timeout=60)
+    line = run.value("REFUSED")
+    assert "static MPICH world" in line and "--ft -n 1" in line, run
+
+
+def test_static_world_task_timeout_without_ulfm_warns(mpi_run):
+    """Issue 9.11: a task_timeout would end the whole static world: said at once."""
+    run = mpi_run("engine_v2.py", "static_timeout_warning", n=2, module=True, timeout=60)
+    assert run.returncode == 0, run
+    assert "ends the whole run" in run.stderr, run

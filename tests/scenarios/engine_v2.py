@@ -232,3 +232,65 @@ elif MODE == "executor_prints":
     # Issue 11.6: print() in a task reaches the user's terminal with the executor.
     with MPIExecutor(max_workers=1) as ex:
         ex.submit(print, "PRINTED_BY_WORKER", flush=True).result(60)
+elif MODE == "executor_semantics":
+    # Issue 11 points 1, 4, 7; issue 9 point 3 (dispatcher below).
+    import weakref
+
+    class Result:
+        pass
+
+    def make(i):
+        return Result()
+
+    try:
+        MPIExecutor(max_workers=0)
+    except ValueError as exc:
+        print("MAX_WORKERS_ERROR", exc)
+    ex = MPIExecutor(max_workers=1)
+    it = ex.map(make, range(3))
+    first = next(it)
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    print("MAP_KEEPS_RESULT", ref() is not None)
+    list(it)
+    print("NUM_WORKERS_BEFORE", ex.num_workers)
+    ex.shutdown()
+    print("NUM_WORKERS_AFTER", ex.num_workers)
+elif MODE == "dropped_dispatcher":
+    # Issue 9.3: the docs' pattern without close() must still exit.
+    from mpidispatch import JobDispatcher
+
+    class Squares(JobDispatcher):
+        def __init__(self, n, **kw):
+            super().__init__(**kw)
+            self.n = n
+
+        def reset(self):
+            self.todo = iter(range(self.n))
+            self.total = 0
+
+        def job_generator(self):
+            return next(self.todo, None)
+
+        def job_processor(self, job):
+            return job * job
+
+        def job_collector(self, job, result):
+            self.total += result
+
+        def postprocess(self):
+            print("TOTAL", self.total, flush=True)
+
+    Squares(50, max_workers=2).run()
+elif MODE == "static_timeout_warning":
+    # Issue 9.11: task_timeout in a static world without ULFM is said at once.
+    m = Manager(task_timeout=5)
+    print("CREATED")
+elif MODE == "mpich_static_ft":
+    # Issue 9.10: MPICH static world with fault_tolerant=True is refused up front.
+    try:
+        m = Manager(fault_tolerant=True)
+        print("ACCEPTED")
+    except Exception as exc:
+        print("REFUSED", type(exc).__name__, str(exc).replace("\n", " "))
