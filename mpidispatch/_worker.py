@@ -2,8 +2,9 @@
 
 The same loop serves a rank of a static ``mpiexec`` world and a process started with
 ``MPI_Comm_spawn`` (entry point: ``python -m mpidispatch._worker``); only the communicator
-differs. The loop never blocks inside MPI: it probes, and backs off when idle so that a
-waiting worker does not burn a core.
+differs. The loop never blocks inside MPI: it keeps one receive posted and tests it, and
+backs off when idle so that a waiting worker does not burn a core. On STOP it answers BYE
+(so the manager can disconnect without waiting) and leaves.
 """
 from __future__ import annotations
 
