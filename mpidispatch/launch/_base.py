@@ -150,8 +150,8 @@ class Job:
         if exe is None:
             raise SchedulerNotFoundError(
                 "%r was not found on PATH, so jobs cannot be submitted to %s from here. "
-                "Fix: %s, or run this on the cluster's login node. (Use dry_run=True / "
-                "--dry-run to only print the job script.)"
+                "Fix: %s, or run this on the cluster's login node. (Use {option:dry_run} "
+                "to only print the job script.)"
                 % (name, cls.scheduler, cls.install_hint))
         return exe
 
