@@ -136,7 +136,7 @@ def info() -> int:
         print("  %s=%s%s" % (key, os.environ.get(key, value),
                              "" if key not in os.environ else " (set by you)"))
     MPI = _mpienv.mpi()
-    print(MPI.Get_library_version().strip().splitlines()[0])
+    print(MPI.Get_library_version().replace("\0", "").strip().splitlines()[0])
     import mpi4py
     print("mpi4py", mpi4py.__version__, "thread level:", mpi4py.rc.thread_level)
     return 0
