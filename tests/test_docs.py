@@ -14,6 +14,10 @@ the docs site shows as the block's caption):
   command must exit 0 unless its output ends with ``[exit N]``.
   A console block whose title names "Open MPI" or "MPICH" runs only under that wheel; one
   naming "Slurm" or "Grid Engine" only when that scheduler answers (else it is skipped).
+* A block holding only ``--8<-- "path"`` shows a file of the repository (the docs site
+  includes it); its title is that path, and the file must exist. An ``examples/`` program
+  shown so must be run by a console block of the page; the ``slurm_scripts/`` templates are
+  submitted by ``tests/test_schedulers.py``.
 * Blocks that no test runs carry a title that starts with ``fragment`` (a piece of a program)
   or contains ``(not run`` (e.g. "install (not run: CI installs the same way)", or another
   library's code), or are ``text`` blocks (messages, not code).
@@ -76,13 +80,22 @@ def blocks(page: Path) -> List[Block]:
     return found
 
 
+INCLUDE = re.compile(r'^--8<-- "(?P<path>[^"]+)"\s*$')
+
+
 def kind(block: Block) -> str:
-    """"file", "console" or "not run"; raises ValueError for an unmarked block."""
+    """"file", "console", "included" or "not run"; ValueError for an unmarked block."""
     if block.lang == "console":
         return "console"
+    m = INCLUDE.match(block.text.strip())
+    if m:
+        if block.title != m.group("path") or not (ROOT / m.group("path")).is_file():
+            raise ValueError("%s: includes %r, which is not a file, or is titled %r"
+                             % (block.where, m.group("path"), block.title))
+        return "included"
     if FILE_NAME.match(block.title):
         return "file"
-    if block.title.startswith("fragment") or block.title.endswith("(not run)") \
+    if block.title.startswith("fragment") or "(not run" in block.title \
             or block.lang == "text":
         return "not run"
     raise ValueError(
@@ -108,6 +121,11 @@ def test_every_block_is_run_or_marked():
 def test_every_program_file_is_run():
     unused = []
     for b in ALL_BLOCKS:
+        if INCLUDE.match(b.text.strip()) and b.title.startswith("examples/"):
+            if not any(b.title in c.text for c in CONSOLE_BLOCKS if c.page == b.page):
+                unused.append("%s: %s is not run by any console block of its page"
+                              % (b.where, b.title))
+            continue
         if not FILE_NAME.match(b.title) or b.lang == "console" or not b.title.endswith(".py"):
             continue
         consoles = [c for c in CONSOLE_BLOCKS if c.page == b.page]
