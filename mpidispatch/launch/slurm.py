@@ -101,7 +101,10 @@ class SlurmJob(Job):
         Slurm sets the reason when the job is submitted, so ``submit`` finds out at once.
         """
         job_id = self._require_id()
-        proc = self.run_command(["scontrol", "-o", "show", "job", job_id], check=False)
+        try:
+            proc = self.run_command(["scontrol", "-o", "show", "job", job_id], check=False)
+        except SchedulerError:         # no scontrol, or no answer: the job itself was submitted
+            return
         for line in proc.stdout.splitlines():
             job = _fields(line)
             if job.get("JobState") != "PENDING":
