@@ -176,3 +176,26 @@ def test_sge_job_that_would_never_start(tmp_path):
     with pytest.raises(launch.SchedulerError) as info:
         launch.submit(str(script), scheduler="sge", nprocs=64, workdir=str(tmp_path))
     assert "ask for fewer ranks (nprocs=;" in str(info.value)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_wait_reports_a_job_that_became_hopeless(tmp_path):
+    """A held job (pending, fine) is changed to need 64 CPUs: wait() says so at once."""
+    needs("slurm")
+    script = tmp_path / "run.py"
+    script.write_text("print('hi')\n")
+    job = launch.submit(str(script), scheduler="slurm", workdir=str(tmp_path),
+                        extra_directives=["--hold"])
+    try:
+        assert job.state() == "PENDING"
+        for argv in (["scontrol", "update", "JobId=%s" % job.id, "NumCPUs=64"],
+                     ["scontrol", "release", job.id]):
+            subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        with pytest.raises(launch.JobWillNotRunError) as info:
+            job.wait(timeout=60)
+        assert info.value.reason == "PartitionConfig"
+        assert "Cancel it with job.cancel() / `scancel %s`" % job.id in str(info.value)
+        assert job.state() == "PENDING"                 # wait() leaves the job alone
+    finally:
+        job.cancel()
