@@ -132,6 +132,9 @@ def info() -> int:
         print("mpidispatch info: %s\nRun `mpidispatch doctor` for the repair." % exc,
               file=sys.stderr)
         return 1
+    print("settings for the MPI starts mpidispatch makes (a hand-typed mpiexec does not get "
+          "them: Open MPI's then needs --allow-run-as-root as root, --oversubscribe for more "
+          "ranks than cores):")
     for key, value in sorted(_mpienv.recommended_environment().items()):
         print("  %s=%s%s" % (key, os.environ.get(key, value),
                              "" if key not in os.environ else " (set by you)"))
