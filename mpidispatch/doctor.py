@@ -218,13 +218,14 @@ def check_cores(nprocs: Optional[int]) -> List[Check]:
 def check_hostname(timeout: float = 5.0) -> List[Check]:
     """The host name resolves (MPI uses it to find its own processes)."""
     host = socket.gethostname()
-    result: Dict[str, object] = {}
+    addrs: List[str] = []
+    errors: List[OSError] = []
 
     def resolve() -> None:
         try:
-            result["addrs"] = sorted({a[4][0] for a in socket.getaddrinfo(host, None)})
+            addrs.extend(sorted({str(a[4][0]) for a in socket.getaddrinfo(host, None)}))
         except OSError as exc:
-            result["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=resolve, daemon=True)
     thread.start()
@@ -233,10 +234,10 @@ def check_hostname(timeout: float = 5.0) -> List[Check]:
     if thread.is_alive():
         return [Check(WARN, "hostname", "%r did not resolve within %.0f s" % (host, timeout),
                       fix)]
-    if "error" in result:
+    if errors:
         return [Check(WARN, "hostname", "%r does not resolve (%s): MPI may fail to start or "
-                      "to spawn" % (host, result["error"]), fix)]
-    return [Check(OK, "hostname", "%s -> %s" % (host, ", ".join(result["addrs"])))]
+                      "to spawn" % (host, errors[0]), fix)]
+    return [Check(OK, "hostname", "%s -> %s" % (host, ", ".join(addrs)))]
 
 
 def check_shm(path: str = "/dev/shm", minimum_mib: int = 256) -> List[Check]:
