@@ -5,7 +5,7 @@ ever unpickled. Prints GOT (what the manager sent back, if anything) and exits.
 
 Modes: bomb40 (a 40-byte frame that is a pickle running os.system), bomb (the same object
 with mpi4py's pickled send, on the handshake tag and the protocol's tags), short, long,
-wrongmac, silent (sends nothing), leave (disconnects at once).
+wrongmac, sizeN (N random bytes), silent (sends nothing), leave (disconnects at once).
 """
 import json
 import os
@@ -38,6 +38,8 @@ elif mode == "long":
     payload = b"R" * 4096
 elif mode == "wrongmac":
     payload = b"RESPONSE" + os.urandom(32)
+elif mode.startswith("size"):
+    payload = os.urandom(int(mode[4:]))
 if payload is not None:
     comm.Send([payload, MPI.BYTE], dest=0, tag=AUTH_TAG)
 elif mode == "bomb":
@@ -47,7 +49,7 @@ got = []
 if mode != "leave":
     buf = bytearray(4096)
     status = MPI.Status()
-    deadline = time.monotonic() + (3 if mode == "silent" else 8)
+    deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
         flag = comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status)
         if flag:
