@@ -219,10 +219,6 @@ class Rendezvous:
         with self.gate.lock:
             self.gate.in_flight = 0
 
-    def forget(self, peer: Peer) -> None:
-        """Close the TCP connection of a worker that has ended."""
-        self.gate.discard(peer)
-
     def problems(self) -> str:
         """The latest refusals, TCP and MPI, for an error message ("" if none)."""
         recent = list(self.gate.recent)[-3:] + list(self.refused)[-3:]

@@ -44,6 +44,11 @@ class SlurmJobArray(JobArray):
 
     scheduler = "slurm"
 
+    def _cancel_job(self) -> None:
+        """Cancel the tasks not started yet; a started one ends by itself (its worker was
+        stopped, or sees the manager's connection close)."""
+        self.job.run_command(["scancel", "--state=PENDING", self.job.id])
+
 
 def SlurmWorkerArray(numworker: Optional[int] = None, options: str = "",
                      host: Optional[str] = None, start_timeout: Optional[float] = None,

@@ -15,6 +15,7 @@ import os
 import secrets
 import shlex
 import threading
+import time
 from typing import Any, List, Optional
 
 from .. import _mpienv
@@ -233,12 +234,9 @@ class JobArray(WorkerArray):
 
     def _released(self, worker: ArrayWorker) -> None:
         rdv = self.rendezvous
-        if rdv is not None:
-            if worker._waiting:
-                worker._waiting = False
-                rdv.want(-1)
-            if worker._peer is not None:
-                rdv.forget(worker._peer)
+        if rdv is not None and worker._waiting:
+            worker._waiting = False
+            rdv.want(-1)
         self._released_count += 1
         if self._released_count >= self.numworker:
             self._shutdown()
@@ -284,14 +282,27 @@ class JobArray(WorkerArray):
                 return
             self._closed = True
         self._stop_monitor.set()
+        self._wait_workers_gone(env_float("ARRAY_EXIT_WAIT", 10.0))
         if self.rendezvous is not None:
             self.rendezvous.close()
         if self.job is not None and self.job.id is not None:
             try:
-                self.job.cancel()
+                self._cancel_job()
             except Exception:  # noqa: BLE001 - the job may have finished already
                 pass
         self._remove_files()
+
+    def _wait_workers_gone(self, timeout: float) -> None:
+        """Wait (bounded) until the processes of joined workers have ended, seen as the end
+        of their TCP connection, so that the cancel does not kill a worker still exiting."""
+        peers = [w._peer for w in self._workers if getattr(w, "_peer", None) is not None]
+        deadline = time.monotonic() + timeout
+        while any(not p.closed for p in peers) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _cancel_job(self) -> None:
+        """Cancel what is left of the array job (scheduler hook: all of it by default)."""
+        self.job.cancel()
 
     def _remove_files(self) -> None:
         """Remove the entry script and (once submitted) the job script."""
