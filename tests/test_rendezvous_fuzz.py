@@ -179,7 +179,8 @@ def test_tcp_gate_fuzz(gate, tmp_path):
             assert c.answer()[-40:-32] in (auth.REJECTED, b"")
         assert max(closed_after) < 10, closed_after    # 136 bytes would take 27 s
         tried += len(drips)
-        # 6. a flood of idle connections: at most max_greetings wait, the rest are closed
+        # 6. a flood of idle connections: at most max_greetings wait (the oldest are closed),
+        #    in one thread; a worker that greets at once still gets in
         threads_before = len(_threads_named("mpidispatch"))
         idle = []
         for _ in range(300):
@@ -188,9 +189,27 @@ def test_tcp_gate_fuzz(gate, tmp_path):
             except OSError:
                 pass
         assert len(_threads_named("mpidispatch")) == threads_before == 1
+        with gate.lock:
+            gate.wanted = 1
+        c = Client(gate)
+        hello, nonce = _valid_hello(gate.key, c)
+        c.send(hello)
+        frame = _recv_all(c.sock, auth.FRAME_SIZE)
+        assert auth.check_reply(gate.key, frame, c.server_nonce, nonce) == auth.ACCEPTED
+        c.sock.close()
+        open_idle = 0
         for s in idle:
+            s.settimeout(0.2)
+            try:
+                while s.recv(100):                  # the server hello, then EOF if closed
+                    pass
+            except socket.timeout:
+                open_idle += 1                      # still waiting for its greeting
+            except OSError:
+                pass
             s.close()
-        tried += len(idle)
+        assert open_idle <= gate.max_greetings
+        tried += len(idle) + 1
         # 7. legitimate workers still get in: as many as wanted, the next one is not needed
         with gate.lock:
             gate.wanted = 3
@@ -214,4 +233,21 @@ def test_tcp_gate_fuzz(gate, tmp_path):
     assert len(gate.recent) <= 32 and gate.thread.is_alive()
     counts = dict(gate.counts)
     print("\nTCP gate fuzz: %d inputs; outcomes %s" % (tried, counts))
-    assert counts["authenticated"] == 3 and counts["over capacity"] > 0
+    assert counts["authenticated"] == 4 and counts["evicted"] > 0
+
+
+@mpich_only
+@pytest.mark.timeout(200)
+def test_manager_under_fuzz_keeps_working_and_workers_join(mpi_run):
+    """A Manager runs tasks while garbage hits its array's TCP gate: the loop never stalls
+    (results keep coming), the array's two real workers join and take tasks."""
+    run = mpi_run("arrays_fuzz.py", timeout=180)
+    assert run.returncode == 0, run
+    assert float(run.value("MAX_GAP")) < 2.0, run
+    assert run.value("JOINED") == "2", run
+    assert run.value("MARKER") == "False"
+    inputs = int(run.value("FUZZ_INPUTS"))
+    assert inputs > 50
+    assert "Traceback" not in run.stderr
+    print("\nmanager under fuzz: %d inputs; longest gap between results %s s; gate %s"
+          % (inputs, run.value("MAX_GAP"), run.value("GATE")))

@@ -251,7 +251,7 @@ def test_manager_inside_allocation(scheduler, tmp_path):
             subprocess.run(["scancel" if scheduler == "slurm" else "qdel", job_id],
                            capture_output=True, timeout=30)
     text = out.read_text()
-    lines = dict(l.split(" ", 1) for l in text.splitlines() if l[:1].isupper() and " " in l)
+    lines = dict(ln.split(" ", 1) for ln in text.splitlines() if ln[:1].isupper() and " " in ln)
     assert lines.get("EXIT") == "0", text
     assert lines["SLOTS"] == "3" and lines["WORKERS"] == "3", text   # IMP: one per slot
     assert ast.literal_eval(lines["RESULTS"]) == SQUARES

@@ -2,11 +2,12 @@
 
 One background thread runs a selector over the listening socket and every connection (no
 thread per connection, no MPI call). Each greeting must be complete within
-``greeting_timeout`` seconds from the connection (a deadline per greeting, not per byte),
-at most ``max_greetings`` greetings are in progress at once (more connections are closed at
-once), a greeting is a fixed number of raw bytes (see :mod:`.auth`; nothing is decoded
-before the MAC is checked), and the record of refusals is bounded. An authenticated worker's
-connection stays open: it is how the worker learns that its manager has gone (EOF).
+``greeting_timeout`` seconds from the connection (a deadline per greeting, not per byte);
+at most ``max_greetings`` greetings are in progress at once (a new connection closes the
+oldest greeting: a real worker greets within milliseconds); a greeting is a fixed number of
+raw bytes (see :mod:`.auth`; nothing is decoded before the MAC is checked); the record of
+refusals is bounded. An authenticated worker's connection stays open: it is how the worker
+learns that its manager has gone (EOF).
 """
 from __future__ import annotations
 
@@ -205,8 +206,14 @@ class TcpGate:
             except OSError:
                 return
             if len(self._greetings) >= self.max_greetings:
-                self._refuse_quietly(sock, "too many greetings at once")
-                continue
+                # the oldest makes room: a real worker greets within milliseconds, so a
+                # flood of idle connections cannot keep it out
+                oldest = min(self._greetings.values(), key=lambda g: g.deadline)
+                self._forget_greeting(oldest)
+                oldest.sock.close()
+                self.counts["evicted"] += 1
+                self.recent.append("too many greetings at once: the oldest, from %s, was "
+                                   "closed" % _address(oldest.address))
             sock.setblocking(False)
             nonce = auth.new_nonce()
             try:
@@ -315,11 +322,6 @@ class TcpGate:
         except (KeyError, ValueError):
             pass
         self._send_and_close(peer.sock, self._frame(code, peer) if code else b"")
-
-    def _refuse_quietly(self, sock: socket.socket, why: str) -> None:
-        self.counts["over capacity"] += 1
-        self.recent.append(why)
-        sock.close()
 
     @staticmethod
     def _send_and_close(sock: socket.socket, frame: bytes) -> None:

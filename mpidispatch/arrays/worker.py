@@ -30,9 +30,12 @@ EXIT_MANAGER_LOST = 70
 class _Refused(Exception):
     """The manager is gone, refused this worker, or could not prove the key."""
 
-    def __init__(self, message: str, status: int = EXIT_MANAGER_LOST) -> None:
+    def __init__(self, message: str, status: int = EXIT_MANAGER_LOST,
+                 retry: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        #: The connection closed before any answer: the gate was full, try again.
+        self.retry = retry
 
 
 def read_rendezvous_file(path: str, timeout: float) -> Dict[str, Any]:
@@ -84,34 +87,69 @@ def join_tcp(info: Dict[str, Any], key: bytes,
     """
     try:
         sock = socket.create_connection((info["host"], int(info["tcp"])), timeout=30)
-        server_nonce = auth.parse_server_hello(_recv_exact(sock, auth.SERVER_HELLO_SIZE))
-        if server_nonce is None:
-            raise _Refused("the manager's address %s:%s did not answer as an mpidispatch "
-                           "manager" % (info.get("host"), info.get("tcp")))
-        client_nonce = auth.new_nonce()
-        sock.sendall(auth.client_hello(key, server_nonce, client_nonce,
-                                       "%s:%d" % (hostname(), os.getpid())))
-        code = auth.check_reply(key, _recv_exact(sock, auth.FRAME_SIZE), server_nonce,
-                                client_nonce)
-        if code == auth.ACCEPTED:
-            sock.settimeout(connect_timeout)
-            code = auth.check_reply(key, _recv_exact(sock, auth.FRAME_SIZE), server_nonce,
-                                    client_nonce)
     except OSError as exc:
         raise _Refused("cannot reach the manager %s at %s:%s (%s): it has ended"
                        % (info.get("manager"), info.get("host"), info.get("tcp"), exc))
-    if code == auth.CONNECT:
-        sock.settimeout(None)
-        return sock, server_nonce, client_nonce
-    sock.close()
+    try:
+        return _greet(sock, key, connect_timeout)
+    except OSError as exc:
+        sock.close()
+        raise _Refused("lost the connection to the manager %s (%s)"
+                       % (info.get("manager"), exc))
+    except _Refused:
+        sock.close()
+        raise
+
+
+def _greet(sock: socket.socket, key: bytes,
+           connect_timeout: float) -> Tuple[socket.socket, bytes, bytes]:
+    hello = _recv_exact(sock, auth.SERVER_HELLO_SIZE)
+    if not hello:
+        raise _Refused("the manager closed the connection before its hello", retry=True)
+    server_nonce = auth.parse_server_hello(hello)
+    if server_nonce is None:
+        raise _Refused("the manager's address did not answer as an mpidispatch manager")
+    client_nonce = auth.new_nonce()
+    sock.sendall(auth.client_hello(key, server_nonce, client_nonce,
+                                   "%s:%d" % (hostname(), os.getpid())))
+    frame = _recv_exact(sock, auth.FRAME_SIZE)
+    if not frame:
+        raise _Refused("the manager closed the connection before answering", retry=True)
+    code = auth.check_reply(key, frame, server_nonce, client_nonce)
     if code == auth.UNNEEDED:
         raise _Refused("the manager refused this worker (not needed: it has all its "
                        "workers)", status=0)
     if code == auth.REJECTED:
         raise _Refused("the manager refused this worker (bad key: the rendezvous file is "
                        "not this manager's)")
-    raise _Refused("the manager refused this worker (connection closed, or an answer "
-                   "without the key)")
+    if code != auth.ACCEPTED:
+        raise _Refused("the manager's answer does not prove the key (not the real manager)")
+    sock.settimeout(connect_timeout)
+    frame = _recv_exact(sock, auth.FRAME_SIZE)
+    code = auth.check_reply(key, frame, server_nonce, client_nonce) if frame else None
+    if code == auth.CONNECT:
+        sock.settimeout(None)
+        return sock, server_nonce, client_nonce
+    if code == auth.UNNEEDED:
+        raise _Refused("the manager no longer needs this worker", status=0)
+    raise _Refused("the manager closed the connection while this worker waited its turn "
+                   "(it has ended, or gave up on this worker)")
+
+
+def join_tcp_retrying(info: Dict[str, Any], key: bytes, connect_timeout: float,
+                      retry_for: float = 60.0) -> Tuple[socket.socket, bytes, bytes]:
+    """:func:`join_tcp`, tried again for ``retry_for`` seconds while the manager's gate
+    closes the connection unanswered (it is full: many connections at once)."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.2
+    while True:
+        try:
+            return join_tcp(info, key, connect_timeout)
+        except _Refused as exc:
+            if not exc.retry or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def _watch_manager(sock: socket.socket, stopping: threading.Event) -> None:
@@ -174,7 +212,7 @@ def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     log = args.log.format(job=job, task=task) if args.log else None
     MPI = _mpienv.mpi()     # before announcing: the manager accepts right after CONNECT!
     try:
-        sock, server_nonce, client_nonce = join_tcp(info, key, args.connect_timeout)
+        sock, server_nonce, client_nonce = join_tcp_retrying(info, key, args.connect_timeout)
     except _Refused as exc:
         _say("%s; exiting" % exc)
         return exc.status

@@ -86,7 +86,7 @@ def fuzz(address, stop, counter):
             elif kind == 4 and len(idle) < 40:
                 idle.append(s)                  # held open, sends nothing
                 continue
-            else:
+            elif len(idle) < 40:
                 s.sendall(auth.MAGIC[:3])         # a slow drip that never finishes
                 idle.append(s)
                 continue

@@ -22,7 +22,6 @@ import random
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 from mpidispatch import _mpienv
