@@ -237,6 +237,25 @@ def test_tcp_gate_fuzz(gate, tmp_path):
 
 
 @mpich_only
+@pytest.mark.timeout(400)
+def test_mpi_port_fuzz(mpi_run):
+    """Strangers who know the MPI port name, one after the other, in the place of a worker
+    told to connect: pickles that run code (as a 40-byte frame and with mpi4py's pickled
+    send on every tag), frames too short, too long, of random sizes, a wrong MAC, silence,
+    a quick disconnect. None is returned, nothing runs, a real worker joins afterwards."""
+    run = mpi_run("arrays_token.py", "2", timeout=380)
+    assert run.returncode == 0, run
+    tried = int(run.value("TRIED"))
+    assert tried == 2 * 7 + 2 * 2
+    assert run.value("ROGUES_REFUSED") == "%d True" % tried
+    assert run.value("MARKER") == "False"
+    assert float(run.value("MAX_POLL")) < 0.5
+    assert run.value("GOOD") == "hello" and run.value("GOOD_EXIT") == "0"
+    print("\nMPI port fuzz: %d strangers, all refused; longest poll %s s"
+          % (tried, run.value("MAX_POLL")))
+
+
+@mpich_only
 @pytest.mark.timeout(200)
 def test_manager_under_fuzz_keeps_working_and_workers_join(mpi_run):
     """A Manager runs tasks while garbage hits its array's TCP gate: the loop never stalls
