@@ -83,8 +83,8 @@ class ArrayWorker(LocalWorker):
         self._waiting = False
         self._done = False
 
-    def _replacement(self) -> Optional[Worker]:
-        return None
+    def _replacement(self) -> Optional[Worker]:  # type: ignore[override]
+        return None          # not a new array task: the engine's default replacement
 
     def _launch(self, python: str, log_file: Optional[str]) -> None:
         self.command = self.array._ensure_submitted()
@@ -151,7 +151,8 @@ class JobArray(WorkerArray):
         self._closed = False
         self._stop_monitor = threading.Event()
         self._lock = threading.Lock()
-        super().__init__([ArrayWorker(self, self.start_timeout) for _ in range(numworker)])
+        self._array_workers = [ArrayWorker(self, self.start_timeout) for _ in range(numworker)]
+        super().__init__(list(self._array_workers))
 
     def __repr__(self) -> str:
         return "<%s %d worker(s), job %s>" % (type(self).__name__, self.numworker,
@@ -243,7 +244,7 @@ class JobArray(WorkerArray):
 
     # -- monitor ------------------------------------------------------------------------------
     def _waiting_workers(self) -> int:
-        return sum(1 for w in self._workers if getattr(w, "_waiting", False))
+        return sum(1 for w in self._array_workers if w._waiting)
 
     def _watch_job(self) -> None:
         """Notice an array job that ended (or broke) before all its workers joined."""
@@ -295,7 +296,7 @@ class JobArray(WorkerArray):
     def _wait_workers_gone(self, timeout: float) -> None:
         """Wait (bounded) until the processes of joined workers have ended, seen as the end
         of their TCP connection, so that the cancel does not kill a worker still exiting."""
-        peers = [w._peer for w in self._workers if getattr(w, "_peer", None) is not None]
+        peers = [w._peer for w in self._array_workers if w._peer is not None]
         deadline = time.monotonic() + timeout
         while any(not p.closed for p in peers) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -318,7 +319,7 @@ class JobArray(WorkerArray):
         manager is still stopping. The files go now either way.
         """
         if not any(w.state not in (DEAD, STOPPED) and w.index >= 0 and not w._done
-                   for w in self._workers):                  # type: ignore[attr-defined]
+                   for w in self._array_workers):
             self._shutdown()
             return
         self._remove_files()
