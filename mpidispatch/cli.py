@@ -114,9 +114,9 @@ def run_script(argv: List[str]) -> int:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         raise
     finally:
-        status_file = os.environ.get("MPIDISPATCH_STATUS_FILE")
-        if status_file:
-            with open(status_file, "w") as f:
+        status_path = os.environ.get("MPIDISPATCH_STATUS_FILE")
+        if status_path:
+            with open(status_path, "w") as f:
                 f.write(str(code))
     return 0
 
