@@ -87,7 +87,7 @@ def _world_info() -> Dict[str, Any]:
     """MPI library, world size and host count (collective over COMM_WORLD: call on all ranks)."""
     MPI = _mpi()
     hosts = MPI.COMM_WORLD.allgather(MPI.Get_processor_name())
-    return {"library": MPI.Get_library_version().strip().splitlines()[0].strip(),
+    return {"library": " ".join(MPI.Get_library_version().strip().splitlines()[0].split()),
             "hosts": len(set(hosts)), "ranks": MPI.COMM_WORLD.Get_size()}
 
 
@@ -287,7 +287,14 @@ def child_scale(a: argparse.Namespace) -> None:
     _report(workers=workers, kinds=out, **info)
 
 
-CHILDREN = {"mpidispatch": child_mpidispatch, "executor": child_executor,
+def child_info(a: argparse.Namespace) -> None:
+    """The MPI library and the host count of the world it runs in."""
+    info = _world_info()
+    if _mpi().COMM_WORLD.Get_rank() == 0:
+        _report(**info)
+
+
+CHILDREN = {"info": child_info, "mpidispatch": child_mpidispatch, "executor": child_executor,
             "futures": child_futures, "pool": child_pool, "raw-loop": child_raw_loop,
             "big-mpidispatch": child_big_mpidispatch, "big-raw": child_big_raw,
             "big-raw-peer": child_big_raw, "scale": child_scale}
@@ -378,13 +385,20 @@ def _header(runner: Runner, first: Optional[Dict[str, Any]]) -> str:
 def run_table(a: argparse.Namespace) -> int:
     """The comparison table."""
     r = Runner(a)
+    print(_header(r, r.child("info", mpiexec=a.workers + 1)), flush=True)
+    if a.only != "bytes":
+        _task_rows(r, a)
+    if a.bytes and a.only != "tasks":
+        _byte_rows(r, a)
+    return 0
+
+
+def _task_rows(r: Runner, a: argparse.Namespace) -> None:
     w = a.workers
     few = str(min(a.tasks, a.futures_tasks))
-    static = r.child("mpidispatch", mpiexec=w + 1)
-    print(_header(r, static))
     print("\n%d workers, no-op tasks (%d per timed run; mpi4py.futures chunksize 1: %s), "
           "median of %d runs\n" % (w, a.tasks, few, a.repeat))
-    rows = [("mpidispatch Manager, mpiexec world", static),
+    rows = [("mpidispatch Manager, mpiexec world", r.child("mpidispatch", mpiexec=w + 1)),
             ("mpidispatch Manager, spawned workers",
              r.child("mpidispatch", "--spawn", str(w))),
             ("mpidispatch MPIExecutor.map(chunksize=100)",
@@ -404,27 +418,28 @@ def run_table(a: argparse.Namespace) -> int:
         ref = ref100 if "100" in name else ref1
         ratio = "%.1f" % (res["rate"] / ref["rate"]) if res and ref else ""
         print("| %-50s | %12s | %16s |" % (name, _fmt_rate(res), ratio))
-    if a.bytes:
-        mb = a.bytes / 1e6
-        print("\n%.0f MB float64 array to a worker and back (seconds, median of %d)\n"
-              % (mb, a.repeat))
-        b = str(a.bytes)
-        big = [("mpidispatch task, mpiexec world",
-                r.child("big-mpidispatch", "--bytes", b, mpiexec=2)),
-               ("mpidispatch task, spawned worker",
-                r.child("big-mpidispatch", "--bytes", b, "--spawn", "1")),
-               ("raw Send/Recv, mpiexec world", r.child("big-raw", "--bytes", b, mpiexec=2)),
-               ("raw Send/Recv, mpiexec world, new receive buffer",
-                r.child("big-raw", "--bytes", b, "--fresh", mpiexec=2)),
-               ("raw Send/Recv, spawned peer", r.child("big-raw", "--bytes", b, "--spawn", "1")),
-               ("raw Send/Recv, spawned peer, new receive buffer",
-                r.child("big-raw", "--bytes", b, "--spawn", "1", "--fresh"))]
-        print("| %-50s | %10s |" % ("round trip", "seconds"))
-        print("|%s|%s|" % ("-" * 52, "-" * 12))
-        for name, res in big:
-            print("| %-50s | %10s |" % (name, "failed" if res is None
-                                        else "%.4f" % res["seconds"]))
-    return 0
+
+
+def _byte_rows(r: Runner, a: argparse.Namespace) -> None:
+    mb = a.bytes / 1e6
+    print("\n%.0f MB float64 array to a worker and back (seconds, median of %d)\n"
+          % (mb, a.repeat))
+    b = str(a.bytes)
+    big = [("mpidispatch task, mpiexec world",
+            r.child("big-mpidispatch", "--bytes", b, mpiexec=2)),
+           ("mpidispatch task, spawned worker",
+            r.child("big-mpidispatch", "--bytes", b, "--spawn", "1")),
+           ("raw Send/Recv, mpiexec world", r.child("big-raw", "--bytes", b, mpiexec=2)),
+           ("raw Send/Recv, mpiexec world, new receive buffer",
+            r.child("big-raw", "--bytes", b, "--fresh", mpiexec=2)),
+           ("raw Send/Recv, spawned peer", r.child("big-raw", "--bytes", b, "--spawn", "1")),
+           ("raw Send/Recv, spawned peer, new receive buffer",
+            r.child("big-raw", "--bytes", b, "--spawn", "1", "--fresh"))]
+    print("| %-50s | %10s |" % ("round trip", "seconds"))
+    print("|%s|%s|" % ("-" * 52, "-" * 12))
+    for name, res in big:
+        print("| %-50s | %10s |" % (name, "failed" if res is None
+                                    else "%.4f" % res["seconds"]))
 
 
 def worker_counts(top: int) -> List[int]:
@@ -525,6 +540,8 @@ def parser() -> argparse.ArgumentParser:
                    help="timed runs per measurement; the median is shown (default: %(default)s)")
     p.add_argument("--bytes", type=int, default=100 * 10 ** 6,
                    help="array size of the round-trip rows, 0 to skip (default: %(default)s)")
+    p.add_argument("--only", choices=("all", "tasks", "bytes"), default="all",
+                   help="the table: only the task rows or only the round-trip rows")
     p.add_argument("--timeout", type=float, default=300,
                    help="seconds after which a measurement is killed (default: %(default)s)")
     p.add_argument("--scaling", action="store_true",
