@@ -87,7 +87,8 @@ def _world_info() -> Dict[str, Any]:
     """MPI library, world size and host count (collective over COMM_WORLD: call on all ranks)."""
     MPI = _mpi()
     hosts = MPI.COMM_WORLD.allgather(MPI.Get_processor_name())
-    return {"library": " ".join(MPI.Get_library_version().strip().splitlines()[0].split()),
+    version = MPI.Get_library_version().replace("\x00", "").strip()
+    return {"library": " ".join(version.splitlines()[0].split()),
             "hosts": len(set(hosts)), "ranks": MPI.COMM_WORLD.Get_size()}
 
 
@@ -484,7 +485,9 @@ def run_scaling(a: argparse.Namespace) -> int:
                 cells.append("%12s" % "{:,.0f}".format(v["rate"]))
         print("| %7d | " % w + " | ".join(cells) + " |")
     if a.plot:
-        plot(results, kinds, a.plot, _header(r, first).splitlines()[1])
+        lib = first["library"].split(",")[0] if first else "?"
+        plot(results, kinds, a.plot, "mpidispatch, %s, %s host(s), %d cores, Manager/Context on "
+             "an mpiexec world" % (lib, first["hosts"] if first else "?", os.cpu_count() or 0))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"header": _header(r, first), "results": results}, f, indent=1)
@@ -515,6 +518,7 @@ def plot(results: Dict[int, Dict[str, Any]], kinds: Sequence[str], path: str,
     right.set(xscale="log", xlabel="workers", ylabel="% of ideal throughput",
               title="sleep tasks: measured / ideal", ylim=(0, 105))
     for ax in (left, right):
+        ax.minorticks_off()
         ax.set_xticks(workers)
         ax.set_xticklabels([str(w) for w in workers])
         ax.grid(True, alpha=0.3)
