@@ -6,8 +6,11 @@ a view of the received buffer (no copy either way).
 """
 import functools
 import pickle
+import sys
+import types
 
 import numpy as np
+import pytest
 from mpidispatch import _serialize
 
 
@@ -79,3 +82,45 @@ def test_non_contiguous_array_round_trips_in_band():
     data, buffers = _serialize.dumps({"view": a})
     back = _serialize.loads(data, buffers)
     np.testing.assert_array_equal(back["view"], a)
+
+
+# ------------------------------------------------------------------ by reference or by value
+def test_importable_functions_go_by_reference():
+    import json
+    data, _ = _serialize.dumps(functools.partial(json.dumps, [1]))
+    assert b"json" in data and b"cloudpickle" not in data
+    assert _serialize.loads(data)() == "[1]"
+
+
+def _script_function(x):
+    return x + 1
+
+
+def test_script_functions_and_classes_go_by_value(monkeypatch):
+    # A function of the script (module __main__) that a worker could not import: plain
+    # pickle would store the reference "__main__._script_function"; it must travel by value.
+    main = sys.modules["__main__"]
+    fn = types.FunctionType(_script_function.__code__, {}, "script_fn")
+    fn.__module__, fn.__qualname__ = "__main__", "script_fn"
+    cls = type("ScriptClass", (), {"__module__": "__main__", "value": 41})
+    monkeypatch.setattr(main, "script_fn", fn, raising=False)
+    monkeypatch.setattr(main, "ScriptClass", cls, raising=False)
+    data_fn, _ = _serialize.dumps(functools.partial(fn, 1))
+    data_obj, _ = _serialize.dumps({"obj": cls()})
+    monkeypatch.delattr(main, "script_fn")       # as on a worker: no such name there
+    monkeypatch.delattr(main, "ScriptClass")
+    assert _serialize.loads(data_fn)() == 2
+    assert _serialize.loads(data_obj)["obj"].value == 41
+
+
+def test_lambdas_and_closures_go_by_value():
+    offset = 5
+    data, _ = _serialize.dumps([lambda x: x * 2, (lambda: offset)])
+    double, closure = _serialize.loads(data)
+    assert double(4) == 8 and closure() == 5
+
+
+def test_unpicklable_objects_raise():
+    import threading
+    with pytest.raises(TypeError):
+        _serialize.dumps({"lock": threading.Lock()})
