@@ -378,9 +378,9 @@ def _header(runner: Runner, first: Optional[Dict[str, Any]]) -> str:
     lib = first["library"] if first else "?"
     hosts = first["hosts"] if first else "?"
     return ("mpidispatch %s, mpi4py %s, Python %s, MPI wheel: %s\nMPI library: %s\n"
-            "hosts: %s, cores on this host: %d, %s" % (
+            "hosts: %s, cores on this host: %d, load average now: %.1f, %s" % (
                 __version__, mpi4py.__version__, platform.python_version(), _mpienv.backend(),
-                lib, hosts, os.cpu_count() or 0, platform.platform()))
+                lib, hosts, os.cpu_count() or 0, os.getloadavg()[0], platform.platform()))
 
 
 def run_table(a: argparse.Namespace) -> int:
@@ -455,6 +455,7 @@ def worker_counts(top: int) -> List[int]:
 def run_scaling(a: argparse.Namespace) -> int:
     """Tasks per second by worker count and task kind; optionally a plot."""
     r = Runner(a)
+    load = os.getloadavg()[0]
     kinds = a.kinds.split(",")
     results: Dict[int, Dict[str, Any]] = {}
     first = None
@@ -486,8 +487,9 @@ def run_scaling(a: argparse.Namespace) -> int:
         print("| %7d | " % w + " | ".join(cells) + " |")
     if a.plot:
         lib = first["library"].split(",")[0] if first else "?"
-        plot(results, kinds, a.plot, "mpidispatch, %s, %s host(s), %d cores, Manager/Context on "
-             "an mpiexec world" % (lib, first["hosts"] if first else "?", os.cpu_count() or 0))
+        plot(results, kinds, a.plot, "mpidispatch, %s, %s host(s), %d cores (load average %.0f), "
+             "Manager/Context on an mpiexec world" % (
+                 lib, first["hosts"] if first else "?", os.cpu_count() or 0, load))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"header": _header(r, first), "results": results}, f, indent=1)
