@@ -355,10 +355,17 @@ class Runner:
         return None
 
     def _scratch(self) -> str:
+        """A directory for the children's files (worker logs, if any); removed by close()."""
         if not hasattr(self, "_dir"):
             import tempfile
             self._dir = tempfile.mkdtemp(prefix="mpidispatch-bench-")
         return self._dir
+
+    def close(self) -> None:
+        if hasattr(self, "_dir"):
+            import shutil
+            shutil.rmtree(self._dir, ignore_errors=True)
+            del self._dir
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -383,9 +390,8 @@ def _header(runner: Runner, first: Optional[Dict[str, Any]]) -> str:
                 lib, hosts, os.cpu_count() or 0, os.getloadavg()[0], platform.platform()))
 
 
-def run_table(a: argparse.Namespace) -> int:
+def run_table(a: argparse.Namespace, r: Runner) -> int:
     """The comparison table."""
-    r = Runner(a)
     print(_header(r, r.child("info", mpiexec=a.workers + 1)), flush=True)
     if a.only != "bytes":
         _task_rows(r, a)
@@ -452,9 +458,8 @@ def worker_counts(top: int) -> List[int]:
     return counts + [top]
 
 
-def run_scaling(a: argparse.Namespace) -> int:
+def run_scaling(a: argparse.Namespace, r: Runner) -> int:
     """Tasks per second by worker count and task kind; optionally a plot."""
-    r = Runner(a)
     load = os.getloadavg()[0]
     kinds = a.kinds.split(",")
     results: Dict[int, Dict[str, Any]] = {}
@@ -578,7 +583,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser().error("unknown task kind(s) %s; choose from: %s" % (bad, ", ".join(KINDS)))
     if a.workers < 1 or a.max_workers < 1 or a.tasks < 1 or a.repeat < 1:
         parser().error("--workers, --max-workers, --tasks and --repeat must be >= 1")
-    return run_scaling(a) if a.scaling else run_table(a)
+    runner = Runner(a)
+    try:
+        return run_scaling(a, runner) if a.scaling else run_table(a, runner)
+    finally:
+        runner.close()
 
 
 if __name__ == "__main__":
