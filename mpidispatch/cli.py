@@ -42,6 +42,7 @@ COMMANDS = {
     "info": "print the MPI wheel, its version and the settings mpidispatch applies",
     "doctor": "check this environment, one line per check with a fix (exit 1 on a problem)",
     "submit": "run a script as a Slurm or Grid Engine job (mpidispatch submit -h)",
+    "bench": "measure mpidispatch beside mpi4py.futures and multiprocessing on this machine",
 }
 _USAGE = ("mpidispatch [-h] [-V] [-n N] [--ft] [--output PATTERN] script.py [args ...]\n"
           "       mpidispatch {%s} ..." % ",".join(COMMANDS))
@@ -162,6 +163,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[0] == "doctor":
         from . import doctor
         return doctor.main(argv[1:])
+    if argv[0] == "bench":
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
     if argv[0] == "submit":
         from .launch.cli import add_submit_arguments, run_submit
         parser = argparse.ArgumentParser(prog="mpidispatch submit",
