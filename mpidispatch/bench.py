@@ -269,10 +269,10 @@ def child_scale(a: argparse.Namespace) -> None:
             continue
         if size:
             x = _array(size)
-            task: Callable[[int], Any] = lambda i, x=x: functools.partial(nbytes, x)  # noqa: E731
+            task: Callable[..., Any] = functools.partial(_const_task, nbytes, x)
             n = max(2 * workers, 4) if size >= 10 ** 8 else max(200, 4 * workers)
         elif seconds:
-            task = lambda i, s=seconds: functools.partial(sleep_task, s)  # noqa: E731
+            task = functools.partial(_const_task, sleep_task, seconds)
             n = max(int(round(a.seconds * workers / seconds)), 4 * workers)
         else:
             task = lambda i: functools.partial(noop, i)  # noqa: E731
@@ -571,6 +571,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chunksize", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def _const_task(fn: Callable[..., Any], arg: Any, i: int) -> Any:
+    """Task ``i`` of a scaling run: the same ``fn(arg)`` each time."""
+    return functools.partial(fn, arg)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
