@@ -421,14 +421,13 @@ class Engine:
         if item is None:
             return  # a task already given up on (timeout, loss)
         item.result = result
+        took = msg.seconds
+        self._mean_task = took if not self._mean_task else 0.8 * self._mean_task + 0.2 * took
         self._completed(w, item)
 
     def _completed(self, w: Worker, item: WorkItem) -> None:
         """Worker ``w`` is done with ``item`` (result or error set): hand it on."""
-        now = time.monotonic()
-        took = now - w.busy_since
-        self._mean_task = took if not self._mean_task else 0.8 * self._mean_task + 0.2 * took
-        w.busy_since = now
+        w.busy_since = time.monotonic()
         w.tasks_done += 1
         item.worker = w
         self._finish(item)

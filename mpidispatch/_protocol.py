@@ -8,7 +8,7 @@ tag        direction           record (travels as a plain tuple, pickled by mpi4
 =========  ==================  =====================================================
 TASK       manager -> worker   :class:`TaskMsg` (work_id, context_id, data, sizes)
 SETUP      manager -> worker   :class:`SetupMsg` (context_id, data, sizes)
-RESULT     worker -> manager   :class:`ResultMsg` (work_id, data, sizes)
+RESULT     worker -> manager   :class:`ResultMsg` (work_id, data, sizes, seconds)
 ERROR      worker -> manager   :class:`ErrorMsg` (work_id, kind, data, sizes)
 CONTROL    both ways           :class:`ControlMsg` (verb, data, sizes) -- see :class:`Verb`
 DATA       both ways           :class:`DataMsg` (data, sizes) -- send_data/get_data
@@ -98,11 +98,13 @@ class SetupMsg(NamedTuple):
 
 
 class ResultMsg(NamedTuple):
-    """A task's pickled result."""
+    """A task's pickled result, and how long the task ran on the worker (seconds): the
+    manager sizes its prefetch by that, not by round trips that include its own delays."""
 
     work_id: int
     data: Optional[bytes]
     sizes: Tuple[int, ...]
+    seconds: float = 0.0
 
 
 class ErrorMsg(NamedTuple):

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from . import _serialize
 from ._mpienv import mpi
-from ._protocol import (ControlMsg, ErrorKind, ResultMsg, SetupMsg, Tag, TaskMsg, Verb,
+from ._protocol import (ControlMsg, ErrorKind, SetupMsg, Tag, TaskMsg, Verb,
                         control, decode, error_message, pack, pack_error, read_info,
                         send_message, wait_all)
 from ._util import Backoff, env_float, hostname, pid_status
@@ -86,6 +86,9 @@ class WorkerLoop:
         self.status = MPI.Status()
         self.running = True
         self.hard_stop = False
+        #: Answer STOP with BYE (spawned workers, which the manager then disconnects; a
+        #: static-world rank's manager is finalizing and would not read it).
+        self.say_bye = True
 
     # -- sending -------------------------------------------------------------------------
     def send(self, tag: int, message: tuple, buffers: Sequence[Any] = ()) -> None:
@@ -109,6 +112,7 @@ class WorkerLoop:
         if isinstance(args, _SetupFailed):
             self.send(Tag.ERROR, *error_message(work_id, ErrorKind.SETUP, args.error))
             return
+        started = time.perf_counter()
         try:
             result = fn(*args)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: report, live on
@@ -122,7 +126,8 @@ class WorkerLoop:
             self.send_error(work_id, ErrorKind.PICKLE, exc)
             return
         data, sizes, bufs = pack(data, bufs)
-        self.send(Tag.RESULT, tuple(ResultMsg(work_id, data, sizes)), bufs)
+        took = time.perf_counter() - started
+        self.send(Tag.RESULT, (work_id, data, sizes, took), bufs)
 
     def on_setup(self, payload: tuple) -> None:
         msg = SetupMsg(*payload)
@@ -236,10 +241,11 @@ class WorkerLoop:
                 backoff.reset()
             else:
                 backoff.sleep()
-        try:
-            self.send(Tag.CONTROL, *control(Verb.BYE))  # the manager may disconnect now
-        except Exception:
-            pass
+        if self.say_bye:
+            try:
+                self.send(Tag.CONTROL, *control(Verb.BYE))  # the manager may disconnect now
+            except Exception:
+                pass
         if self.req is not None:
             try:
                 self.req.Cancel()

@@ -57,6 +57,7 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
     log_file = log_pattern % (rank - 1) if log_pattern else None
     redirect_output(log_file)
     loop = WorkerLoop(comm, 0, log_file)
+    loop.say_bye = False
     loop.serve()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -106,6 +107,14 @@ def _stop_world() -> None:
         except Exception:
             lost = True
         w.state = STOPPED
+        if w.req is not None:  # an engine's receive still posted: it must not outlive
+            try:               # its buffer into MPI_Finalize
+                w.req.Cancel()
+                if not lost:
+                    w.req.Wait()
+            except Exception:
+                pass
+            w.req = None
     if lost:
         # After a rank died, MPI_Finalize waits for it forever (Open MPI ULFM and MPICH
         # alike): leave without it. Exit status 0 unless Python already failed.
