@@ -26,7 +26,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Iterable, List, Optional
 
-from . import _serialize, _world
+from . import _serialize, _signals, _world
 from ._mpienv import backend, mpi, ulfm_error_classes, under_launcher
 from ._protocol import Tag, decode, pack, requests_done, send_message, unpack_error
 from ._util import Backoff, env_bool, env_float, hostname, pid_status
@@ -196,6 +196,7 @@ class Engine:
         self._backoff = Backoff()
         _check_fault_tolerance(fault_tolerant)
         _register_atexit()
+        _signals.manager_started()   # SIGTERM/SIGINT/SIGHUP handlers, launcher watchdog
         _engines.add(self)
         self._world_workers = _world.take_workers() if adopt_world else []
         for w in self._world_workers:
@@ -376,7 +377,7 @@ class Engine:
         if self._new_workers:
             self._new_workers = False
             self._start_next()
-        if self.queue:
+        if self.queue and not _signals.stopping():   # no new task after a stop signal
             self._dispatch()
         happened = False
         for w in self.workers:
@@ -404,6 +405,7 @@ class Engine:
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = self._backoff
         while not done():
+            _signals.raise_if_stopping()   # a stop signal that came while the loop was busy
             if self.progress():
                 backoff.reset()
                 continue
@@ -707,7 +709,8 @@ class Engine:
             self._drain_sends(w, 5.0)
             _cancel(w.req, wait=True)
             w.req = None
-            if w.state == READY and not w._disconnect(env_float("STOP_TIMEOUT", 10.0)):
+            if w.state == READY and not w._disconnect(
+                    _signals.stop_timeout(env_float("STOP_TIMEOUT", 10.0))):
                 log.warning("%r did not stop in time; killing it", w)
                 self._kill(w)
         if w.state != DEAD:

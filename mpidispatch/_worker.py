@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Any, Dict, Optional, Sequence
 
-from . import _serialize
+from . import _serialize, _signals
 from ._mpienv import mpi
 from ._protocol import Tag, decode, pack, pack_error, send_message, wait_all
 from ._util import Backoff, env_float, hostname, pid_status
@@ -239,6 +239,7 @@ def _start_watchdog(manager_pid: int) -> None:
                 sys.stderr.write("mpidispatch worker %d: manager (pid %d) is %s; exiting\n"
                                  % (os.getpid(), manager_pid, why))
                 sys.stderr.flush()
+                _signals.end_process_group()
                 os._exit(EXIT_MANAGER_LOST)
 
     threading.Thread(target=watch, name="mpidispatch-watchdog", daemon=True).start()
@@ -264,6 +265,7 @@ def spawned_main(argv: Optional[list] = None) -> None:
     parser.add_argument("--log", default=None)
     args = parser.parse_args(argv)
     redirect_output(args.log)
+    _signals.lead_process_group()   # what tasks start ends with this worker
     MPI = mpi()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:

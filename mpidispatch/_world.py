@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any, List, Optional
 
+from . import _signals
 from ._mpienv import mpi
 from ._protocol import Tag
 from ._util import env_float
@@ -51,6 +52,7 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
         return
     comm = _world_comm()
     rank = MPI.COMM_WORLD.Get_rank()
+    _signals.lead_process_group(create=rank > 0)   # end what the rank started, at its exit
     if rank == 0:
         _manager_setup()
         return
@@ -62,6 +64,7 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if loop.hard_stop:
+        _signals.end_process_group()
         os._exit(0)
     sys.exit(0)
 

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any, Callable, List, Optional
 
+from . import _signals
 from ._mpienv import backend, mpi
 from .errors import WorkerStartError
 
@@ -162,7 +163,7 @@ class LocalWorker(Worker):
         record = ('echo "mpidispatch: worker process ended with exit status $s" >> %s; '
                   % shlex.quote(log_file)) if log_file else ""
         self.records_exit_status = bool(log_file)
-        args = ["-c", 'trap "" USR1; "$0" "$@"; s=$?; %sexit $s' % record, words[0]] + args
+        args = ["-c", _signals.WORKER_WRAPPER % {"record": record}, words[0]] + args
         executable = "/bin/sh"
         MPI = mpi()
         info = MPI.Info.Create()
