@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from types import TracebackType
 from typing import List, Optional
 
 from . import _mpiexec, _signals
@@ -258,13 +260,23 @@ def run_rank(output: str, script: str, args: List[str]) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        # as `python script.py` would show it: the script's frames, not the launcher's
         code = 128 + signal.SIGINT
-        raise
+        traceback.print_exception(type(exc), exc, _script_frames(exc.__traceback__))
+        raise SystemExit(code) from None
     finally:
         if run_dir:
             _write(os.path.join(run_dir, "status"), str(code))
     return 0
+
+
+def _script_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """``tb`` without its leading frames in this module and in ``runpy``."""
+    skip = (os.path.abspath(__file__), os.path.abspath(runpy.__file__))
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in skip:
+        tb = tb.tb_next
+    return tb
 
 
 def _write(path: str, text: str) -> None:
