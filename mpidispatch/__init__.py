@@ -4,7 +4,7 @@ Faces over one engine: IMP-style :class:`Manager`/:class:`Context`, MODELLER-sty
 a PyOPUS-style ``JobDispatcher`` and a ``concurrent.futures`` executor.
 """
 from .errors import (Error, NetworkError, NoMoreWorkersError, RemoteError, SerializationError,
-                     TaskTimeoutError, WorkerLostError, WorkerStartError)
+                     TaskTimeoutError, Terminated, WorkerLostError, WorkerStartError)
 from .dispatcher import JobDispatcher
 from .executor import BrokenMPIExecutor, MPIExecutor, RemoteTraceback
 from .launch import submit
@@ -18,6 +18,6 @@ __version__ = "0.1.0"
 __all__ = ["Manager", "Context", "ResultIterator", "LocalWorker", "Worker", "job", "task",
            "JobDispatcher", "MPIExecutor", "BrokenMPIExecutor", "RemoteTraceback", "submit",
            "Error", "NetworkError",
-           "NoMoreWorkersError", "RemoteError", "SerializationError", "TaskTimeoutError",
+           "NoMoreWorkersError", "RemoteError", "SerializationError", "TaskTimeoutError", "Terminated",
            "WorkerLostError", "WorkerStartError", "SGEPEWorkerArray", "SGEQsubWorkerArray",
            "SlurmWorkerArray", "__version__"]
