@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = ["Manager", "Context", "ResultIterator", "LocalWorker", "Worker", "job", "task",
            "JobDispatcher", "MPIExecutor", "BrokenMPIExecutor", "RemoteTraceback", "submit",
-           "Error", "NetworkError",
-           "NoMoreWorkersError", "RemoteError", "SerializationError", "TaskTimeoutError", "Terminated",
+           "Error", "NetworkError", "Terminated",
+           "NoMoreWorkersError", "RemoteError", "SerializationError", "TaskTimeoutError",
            "WorkerLostError", "WorkerStartError", "SGEPEWorkerArray", "SGEQsubWorkerArray",
            "SlurmWorkerArray", "__version__"]
