@@ -77,15 +77,22 @@ def stop_timeout(default: float) -> float:
     return min(default, 1.0) if _received is not None else default
 
 
-def raise_if_stopping() -> None:
-    """In the main thread, after a stop signal: raise it again (call at the engine loop's
-    safe point). A signal that came while the engine was busy is raised here within
-    milliseconds; and a loop that waits for results after a stop signal ends at once
-    instead of waiting for tasks that will never be handed out."""
+def raise_if_stopping(any_thread: bool = False) -> None:
+    """After a stop signal, raise it (again): call at an engine loop's safe point.
+
+    In the main thread, a signal that came while the engine was busy is raised here within
+    milliseconds, and a loop that waits for results after a stop signal ends at once instead
+    of waiting for tasks that will never be handed out. With ``any_thread``, a background
+    engine loop (the executor's) raises too, and fails what it still holds.
+    """
     global _raised
-    if _received is not None and threading.current_thread() is threading.main_thread():
+    if _received is None:
+        return
+    if threading.current_thread() is threading.main_thread():
         _raised = True
-        raise exception_for(_received)
+    elif not any_thread:
+        return
+    raise exception_for(_received)
 
 
 def exception_for(signum: int) -> BaseException:
@@ -240,5 +247,5 @@ def end_process_group(grace: float = 1.0) -> None:
 #: SIGHUP or SIGINT on to the worker.
 WORKER_WRAPPER = ('trap "" USR1; "$0" "$@" & p=$!; '
                   "trap 'kill -TERM $p 2>/dev/null' TERM HUP INT; "
-                  "wait $p; s=$?; while kill -0 $p 2>/dev/null; do wait $p; s=$?; done; "
-                  "kill -KILL -$p 2>/dev/null; %(record)sexit $s")
+                  "{ wait $p; s=$?; while kill -0 $p; do wait $p; s=$?; done; kill -KILL -$p; }"
+                  " 2>/dev/null; %(record)sexit $s")   # 2>/dev/null: no "Killed" from sh

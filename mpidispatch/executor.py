@@ -30,7 +30,7 @@ from collections import deque
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from . import _world
+from . import _signals, _world
 from ._engine import Engine, Setup, WorkItem
 from ._progress import Progress, RunStats
 from ._util import Backoff
@@ -314,6 +314,7 @@ class MPIExecutor(cf.Executor):
         backoff = Backoff()
         try:
             while True:
+                _signals.raise_if_stopping(any_thread=True)   # fail what is pending, stop
                 busy = self._take_commands()
                 if self._stopping and not self._pending:
                     break

@@ -205,6 +205,25 @@ def test_manager_signal_raises_in_loop_and_stops_workers(tagged_run, signame, ex
     assert run.leftovers(within=10) == []
 
 
+def test_executor_sigterm_fails_pending_futures_and_exits(tagged_run):
+    """The executor's engine runs in a thread: `with` must not wait for tasks never sent."""
+    script = str(SCENARIOS / "signals_executor.py")
+    if BACKEND == "mpich":
+        cmd = [sys.executable, "-m", "mpidispatch", "-n", "1", script, "marks", "2"]
+    else:
+        cmd = [sys.executable, script, "marks", "2"]
+    run = tagged_run(cmd)
+    run.wait_running(2)
+    started = time.monotonic()
+    os.kill(int(run.lines("STARTED")[0]), signal.SIGTERM)
+    code = run.wait(30)
+    assert run.lines("CAUGHT") == ["Terminated"], (run.lines(""), run.stderr())
+    assert run.lines("FINALLY") == [""]
+    assert code == 143, run.stderr()
+    assert time.monotonic() - started < 10
+    assert run.leftovers(within=10) == []
+
+
 def test_terminated_is_a_system_exit_with_the_shell_status():
     exc = Terminated(signal.SIGTERM)
     assert isinstance(exc, SystemExit) and not isinstance(exc, Exception)
