@@ -107,13 +107,21 @@ def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
     again = _raised
     if _received is None:
         _received = signum
-        sys.stderr.write("mpidispatch: %s received; stopping (no new tasks, exit status %d)\n"
-                         % (signal.Signals(signum).name, STOP_SIGNALS[signum]))
-        sys.stderr.flush()
+        _say("mpidispatch: %s received; stopping (no new tasks, exit status %d)"
+             % (signal.Signals(signum).name, STOP_SIGNALS[signum]))
     if again or _at_safe_point(frame):
         _raised = True
         raise exception_for(signum)
     # else: raise_if_stopping() raises it at the engine loop's next turn
+
+
+def _say(line: str) -> None:
+    """A line on stderr, which may be a pipe to a launcher that is gone: never raise."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _at_safe_point(frame: Optional[FrameType]) -> bool:
@@ -162,9 +170,8 @@ def watch_launcher() -> None:
             why = pid_status(pid) or ("gone" if os.getppid() != parent else None)
             if why is None:
                 continue
-            sys.stderr.write("mpidispatch manager %d: its launcher (pid %d) is %s; stopping\n"
-                             % (os.getpid(), pid, why))
-            sys.stderr.flush()
+            _say("mpidispatch manager %d: its launcher (pid %d) is %s; stopping"
+                 % (os.getpid(), pid, why))
             if main is not None:
                 signal.pthread_kill(main, signal.SIGTERM)
             time.sleep(env_float("ORPHAN_GRACE", ORPHAN_GRACE))

@@ -154,9 +154,10 @@ def test_signalled_launcher_leaves_nothing(tagged_run, signame):
 
 def test_killed_mpiexec_leaves_no_orphaned_manager(tagged_run):
     """The manager notices that its launcher is gone (issue 9: an orphaned manager spun)."""
-    cmd = _mpiexec.command(3, [sys.executable, SCENARIO, "marks", "2"], oversubscribe=True)
+    cmd = _mpiexec.command(3, [sys.executable, SCENARIO, "marks", "2", "idle"],
+                           oversubscribe=True)
     run = tagged_run(cmd)
-    run.wait_running(2)
+    wait_for(lambda: run.lines("STARTED"), 60, "the manager to start")
     os.kill(run.proc.pid, signal.SIGKILL)      # prterun or hydra's mpiexec
     run.wait(10)
     left = run.leftovers(within=20)

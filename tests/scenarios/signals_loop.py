@@ -53,10 +53,12 @@ if not m.workers:
     for _ in range(NWORKERS):
         m.add_worker(LocalWorker())
 c = m.get_context()
-for _ in range(max(NWORKERS, len(m.workers)) * 2):
+for _ in range(0 if MODE == "idle" else max(NWORKERS, len(m.workers)) * 2):
     c.add_task(Task(MARKS, MODE))
 mark("STARTED %d" % os.getpid())
 try:
+    if MODE == "idle":
+        time.sleep(300)
     for pid in c.get_results_unordered():
         pass
     mark("DONE")
