@@ -272,11 +272,21 @@ def run_rank(output: str, script: str, args: List[str]) -> int:
 
 
 def _script_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
-    """``tb`` without its leading frames in this module and in ``runpy``."""
-    skip = (os.path.abspath(__file__), os.path.abspath(runpy.__file__))
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in skip:
+    """The script's part of ``tb``: without the leading frames of this module and ``runpy``,
+    and without the trailing ones inside mpidispatch (where the signal happened to land)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = []
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if frames or not (name.startswith(package) or "runpy" in name):
+            frames.append(tb)
         tb = tb.tb_next
-    return tb
+    while len(frames) > 1 and frames[-1].tb_frame.f_code.co_filename.startswith(package):
+        frames.pop()
+    if not frames:
+        return None
+    frames[-1].tb_next = None
+    return frames[0]
 
 
 def _write(path: str, text: str) -> None:
