@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from types import TracebackType
 from typing import List, Optional
 
@@ -260,10 +259,13 @@ def run_rank(output: str, script: str, args: List[str]) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         raise
-    except KeyboardInterrupt as exc:
-        # as `python script.py` would show it: the script's frames, not the launcher's
-        code = 128 + signal.SIGINT
-        traceback.print_exception(type(exc), exc, _script_frames(exc.__traceback__))
+    except BaseException as exc:
+        # shown as `python script.py` would show it: the script's frames, not the launcher's
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        code = 128 + signal.SIGINT if interrupted else 1
+        tb = exc.__traceback__ = _script_frames(exc.__traceback__, interrupted)
+        sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, tb
+        sys.excepthook(type(exc), exc, tb)
         raise SystemExit(code) from None
     finally:
         if run_dir:
@@ -271,9 +273,10 @@ def run_rank(output: str, script: str, args: List[str]) -> int:
     return 0
 
 
-def _script_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
-    """The script's part of ``tb``: without the leading frames of this module and ``runpy``,
-    and without the trailing ones inside mpidispatch (where the signal happened to land)."""
+def _script_frames(tb: Optional[TracebackType], interrupted: bool) -> Optional[TracebackType]:
+    """The script's part of ``tb``: without the leading frames of this module and ``runpy``;
+    for an interrupt also without the trailing ones inside mpidispatch (where the signal
+    happened to land, of no use to the reader)."""
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frames = []
     while tb is not None:
@@ -281,7 +284,8 @@ def _script_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
         if frames or not (name.startswith(package) or "runpy" in name):
             frames.append(tb)
         tb = tb.tb_next
-    while len(frames) > 1 and frames[-1].tb_frame.f_code.co_filename.startswith(package):
+    while interrupted and len(frames) > 1 and \
+            frames[-1].tb_frame.f_code.co_filename.startswith(package):
         frames.pop()
     if not frames:
         return None

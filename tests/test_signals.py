@@ -178,6 +178,15 @@ def test_ctrl_c_under_launcher_reaches_the_script_first(tagged_run):
     assert run.leftovers(within=15) == []
 
 
+def test_a_scripts_traceback_shows_the_script_not_the_launcher(tmp_path):
+    (tmp_path / "bad.py").write_text("def f():\n    raise ValueError('bad input')\nf()\n")
+    out = subprocess.run([sys.executable, "-m", "mpidispatch", "bad.py"], cwd=str(tmp_path),
+                         env=_environment(None), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "ValueError: bad input" in out.stderr and 'bad.py", line 2, in f' in out.stderr
+    assert "_launcher.py" not in out.stderr and "runpy" not in out.stderr, out.stderr
+
+
 # -- point 3: SIGTERM / SIGINT in the manager --------------------------------------------------
 @pytest.mark.parametrize("signame,exception", [("SIGTERM", "Terminated"),
                                                 ("SIGINT", "KeyboardInterrupt"),
