@@ -72,6 +72,12 @@ def stopping() -> bool:
     return _received is not None
 
 
+def exit_status(default: int) -> int:
+    """The exit status for a process that leaves with ``os._exit``: 128 + the stop signal's
+    number after one, else ``default``."""
+    return STOP_SIGNALS[_received] if _received is not None else default
+
+
 def stop_timeout(default: float) -> float:
     """How long a stopping worker may take: ``default``, or 1 s after a stop signal."""
     return min(default, 1.0) if _received is not None else default

@@ -98,7 +98,8 @@ def _stop_world() -> None:
         return
     comm = _world_comm()
     lost = False
-    lost = any(w.state == DEAD for w in _workers)
+    lost = any(w.state == DEAD for w in _workers) or _signals.stopping()   # a stop signal:
+    # busy ranks are not waited for (Finalize would); the MPI launcher ends them
     for w in _workers:
         if w.state == DEAD:
             continue
@@ -115,4 +116,5 @@ def _stop_world() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
-        os._exit(getattr(sys, "last_value", None) is not None and 1 or 0)
+        _signals.end_process_group()
+        os._exit(_signals.exit_status(getattr(sys, "last_value", None) is not None and 1 or 0))

@@ -149,7 +149,7 @@ def test_signalled_launcher_leaves_nothing(tagged_run, signame):
         assert run.lines("CAUGHT") == ["KeyboardInterrupt" if signum == signal.SIGINT
                                        else "Terminated"], run.lines("")
         assert run.lines("FINALLY") == [""]
-        assert seconds < 15, seconds
+        assert seconds < 10, seconds
 
 
 def test_killed_mpiexec_leaves_no_orphaned_manager(tagged_run):
@@ -188,11 +188,14 @@ def test_a_scripts_traceback_shows_the_script_not_the_launcher(tmp_path):
 
 
 # -- point 3: SIGTERM / SIGINT in the manager --------------------------------------------------
-@pytest.mark.parametrize("signame,exception", [("SIGTERM", "Terminated"),
-                                                ("SIGINT", "KeyboardInterrupt"),
-                                                ("SIGHUP", "Terminated")])
-def test_manager_signal_raises_in_loop_and_stops_workers(tagged_run, signame, exception):
-    if BACKEND == "mpich":
+@pytest.mark.parametrize("signame,exception,world", [
+    ("SIGTERM", "Terminated", "spawned"), ("SIGINT", "KeyboardInterrupt", "spawned"),
+    ("SIGHUP", "Terminated", "spawned"), ("SIGTERM", "Terminated", "static")])
+def test_manager_signal_raises_in_loop_and_stops_workers(tagged_run, signame, exception,
+                                                         world):
+    if world == "static":
+        cmd = _mpiexec.command(3, [sys.executable, SCENARIO, "marks", "2"], oversubscribe=True)
+    elif BACKEND == "mpich":
         cmd = [sys.executable, "-m", "mpidispatch", "-n", "1", SCENARIO, "marks", "2"]
     else:
         cmd = [sys.executable, SCENARIO, "marks", "2"]
@@ -207,8 +210,9 @@ def test_manager_signal_raises_in_loop_and_stops_workers(tagged_run, signame, ex
     assert run.lines("CAUGHT") == [exception], (run.lines(""), run.stderr())
     assert run.lines("FINALLY") == [""]
     # an uncaught KeyboardInterrupt ends Python by SIGINT (-2 here, 130 in a shell)
-    assert code in (128 + signum, -signum if signum == signal.SIGINT else None), \
-        (code, run.stderr())
+    if world == "spawned":   # (mpiexec's own status is that of the first rank to end)
+        assert code in (128 + signum, -signum if signum == signal.SIGINT else None), \
+            (code, run.stderr())
     if exception == "Terminated":
         assert run.lines("CODE") == [str(128 + signum)]
     assert seconds < 10, seconds                  # two busy workers are not waited for
