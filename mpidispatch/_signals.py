@@ -55,16 +55,27 @@ _watching = False
 
 # -- the manager: stop on a signal ------------------------------------------------------------
 def manager_started() -> None:
-    """Install the stop handlers (main thread only) and the launcher watchdog. Idempotent."""
-    global _installed
+    """A manager (engine) starts: install the stop handlers (main thread only, once) and the
+    launcher watchdog. A new manager after a stop signal that the program caught and
+    survived starts afresh: it hands out tasks again."""
+    global _installed, _received, _raised
+    if _raised:
+        _received, _raised = None, False
     if not _installed and threading.current_thread() is threading.main_thread():
         _installed = True
         for signum in STOP_SIGNALS:
+            if signum == signal.SIGINT and _interactive():
+                continue   # a REPL or notebook: Ctrl-C interrupts a call, not the session
             current = signal.getsignal(signum)
             default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
             if current is default:
                 signal.signal(signum, _on_signal)
     watch_launcher()
+
+
+def _interactive() -> bool:
+    """True in an interactive session (python -i, the REPL, IPython or Jupyter)."""
+    return hasattr(sys, "ps1") or bool(sys.flags.interactive) or "IPython" in sys.modules
 
 
 def stopping() -> bool:

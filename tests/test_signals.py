@@ -258,6 +258,29 @@ def test_a_users_own_handler_is_left_alone():
     assert out.returncode == 0, out.stderr
 
 
+def test_stop_state_is_per_run():
+    """Caught and survived: the next manager hands out tasks again. A REPL keeps Ctrl-C."""
+    code = ("import os, signal, sys; from mpidispatch import _signals, Terminated\n"
+            "_signals.manager_started()\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM); signal.pause()\n"
+            "except Terminated as exc:\n"
+            "    assert exc.code == 143\n"
+            "assert _signals.stopping()\n"
+            "_signals.manager_started()\n"
+            "assert not _signals.stopping()\n"
+            "print('OK')\n")
+    out = subprocess.run([sys.executable, "-c", code], env=_environment(None),
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "OK", out.stderr
+    repl = subprocess.run([sys.executable, "-i", "-c", "from mpidispatch import _signals; "
+                           "_signals.manager_started(); import signal; "
+                           "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"],
+                          env=_environment(None), capture_output=True, text=True, timeout=60,
+                          input="")
+    assert repl.stdout.strip().startswith("True"), repl
+
+
 def test_signal_inside_engine_bookkeeping_is_held_for_the_loop():
     """A handler never raises inside the engine's bookkeeping, only in run_until itself."""
     frames = {}
