@@ -44,11 +44,17 @@ ORPHAN_GRACE = 5.0
 #: ``host:pid`` of the ``python -m mpidispatch`` launcher, set for the processes it starts.
 LAUNCHER_VAR = "MPIDISPATCH_LAUNCHER"
 
-_ENGINE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_engine.py")
-_UTIL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_util.py")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ENGINE_FILE = os.path.join(_HERE, "_engine.py")
+_UTIL_FILE = os.path.join(_HERE, "_util.py")
+#: Modules whose code keeps the run's books: a signal is never raised inside them, except in
+#: ``Engine.run_until`` itself (and its idle sleep).
+BOOKKEEPING = frozenset(os.path.join(_HERE, name) for name in
+                        ("_engine.py", "_taskgroup.py", "_failure.py", "_work.py"))
 
 _received: Optional[int] = None   # the first stop signal this process got
 _raised = False                   # the exception for it was raised (a second one raises at once)
+_deferred = False                 # held at an unsafe point; sent again to the main thread soon
 _installed = False
 _watching = False
 
@@ -58,9 +64,9 @@ def manager_started() -> None:
     """A manager (engine) starts: install the stop handlers (main thread only, once) and the
     launcher watchdog. A new manager after a stop signal that the program caught and
     survived starts afresh: it hands out tasks again."""
-    global _installed, _received, _raised
+    global _installed, _received, _raised, _deferred
     if _raised:
-        _received, _raised = None, False
+        _received, _raised, _deferred = None, False, False
     if not _installed and threading.current_thread() is threading.main_thread():
         _installed = True
         for signum in STOP_SIGNALS:
@@ -102,11 +108,11 @@ def raise_if_stopping(any_thread: bool = False) -> None:
     of waiting for tasks that will never be handed out. With ``any_thread``, a background
     engine loop (the executor's) raises too, and fails what it still holds.
     """
-    global _raised
+    global _raised, _deferred
     if _received is None:
         return
     if threading.current_thread() is threading.main_thread():
-        _raised = True
+        _raised, _deferred = True, False
     elif not any_thread:
         return
     raise exception_for(_received)
@@ -120,8 +126,9 @@ def exception_for(signum: int) -> BaseException:
 
 
 def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
-    global _received, _raised
-    again = _raised
+    global _received, _raised, _deferred
+    redelivered, _deferred = _deferred, False
+    again = _raised or (_received is not None and not redelivered)
     if _received is None:
         _received = signum
         _say("mpidispatch: %s received; stopping (no new tasks, exit status %d)"
@@ -129,7 +136,19 @@ def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
     if again or _at_safe_point(frame):
         _raised = True
         raise exception_for(signum)
-    # else: raise_if_stopping() raises it at the engine loop's next turn
+    # Inside the engine's bookkeeping: raise_if_stopping() raises it at the engine loop's
+    # next turn; if the program leaves the engine first, the signal comes again in 20 ms.
+    _deferred = True
+    timer = threading.Timer(0.02, _redeliver, (signum,))
+    timer.daemon = True
+    timer.start()
+
+
+def _redeliver(signum: int) -> None:
+    main = threading.main_thread()
+    if _deferred and not _raised and main.ident is not None and main.is_alive() \
+            and signal.getsignal(signum) is _on_signal:
+        signal.pthread_kill(main.ident, signum)
 
 
 def _say(line: str) -> None:
@@ -150,8 +169,9 @@ def _at_safe_point(frame: Optional[FrameType]) -> bool:
     inner = []
     while frame is not None:
         name = frame.f_code.co_filename
-        if name == _ENGINE_FILE:
-            return frame.f_code.co_name == "run_until" and all(f == _UTIL_FILE for f in inner)
+        if name in BOOKKEEPING:
+            return name == _ENGINE_FILE and frame.f_code.co_name == "run_until" \
+                and all(f == _UTIL_FILE for f in inner)
         inner.append(name)
         frame = frame.f_back
     return True

@@ -281,6 +281,24 @@ def test_stop_state_is_per_run():
     assert repl.stdout.strip().startswith("True"), repl
 
 
+def test_signal_held_in_bookkeeping_comes_again_outside():
+    """Held inside the engine, and the program left the engine: it arrives again there."""
+    code = ("import signal, sys, time; from mpidispatch import _signals, Terminated\n"
+            "_signals.manager_started()\n"
+            "ns = {'sys': sys}\n"
+            "exec(compile('def progress(): return sys._getframe()', _signals._ENGINE_FILE,"
+            " 'exec'), ns)\n"
+            "_signals._on_signal(signal.SIGTERM, ns['progress']())   # held, no raise\n"
+            "print('HELD', flush=True)\n"
+            "try:\n"
+            "    time.sleep(10)\n"
+            "except Terminated as exc:\n"
+            "    print('RAISED', exc.code)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=_environment(None),
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["HELD", "RAISED", "143"], (out.stdout, out.stderr)
+
+
 def test_signal_inside_engine_bookkeeping_is_held_for_the_loop():
     """A handler never raises inside the engine's bookkeeping, only in run_until itself."""
     frames = {}
