@@ -405,7 +405,8 @@ class Engine:
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = self._backoff
         while not done():
-            _signals.raise_if_stopping()   # a stop signal that came while the loop was busy
+            if not self.closed:   # (close() itself must run to its end)
+                _signals.raise_if_stopping()   # a stop signal that came while it was busy
             if self.progress():
                 backoff.reset()
                 continue
