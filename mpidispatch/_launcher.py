@@ -223,7 +223,7 @@ class _Supervisor:
 def tagged_processes(name: str, value: str) -> List[int]:
     """Pids of the live processes (other than this one) whose environment has ``name=value``."""
     needle = ("%s=%s" % (name, value)).encode()
-    found = []
+    found: List[int] = []
     me = os.getpid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
@@ -278,7 +278,7 @@ def _script_frames(tb: Optional[TracebackType], interrupted: bool) -> Optional[T
     for an interrupt also without the trailing ones inside mpidispatch (where the signal
     happened to land, of no use to the reader)."""
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frames = []
+    frames: List[TracebackType] = []
     while tb is not None:
         name = tb.tb_frame.f_code.co_filename
         if frames or not (name.startswith(package) or "runpy" in name):

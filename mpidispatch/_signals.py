@@ -100,21 +100,22 @@ def stop_timeout(default: float) -> float:
     return min(default, 1.0) if _received is not None else default
 
 
-def raise_if_stopping(any_thread: bool = False) -> None:
+def raise_if_stopping(any_thread: bool = False) -> bool:
     """After a stop signal, raise it (again): call at an engine loop's safe point.
 
     In the main thread, a signal that came while the engine was busy is raised here within
     milliseconds, and a loop that waits for results after a stop signal ends at once instead
     of waiting for tasks that will never be handed out. With ``any_thread``, a background
-    engine loop (the executor's) raises too, and fails what it still holds.
+    engine loop (the executor's) raises too, and fails what it still holds. Returns False
+    when it does not raise (so that it fits in a loop's condition).
     """
     global _raised, _deferred
     if _received is None:
-        return
+        return False
     if threading.current_thread() is threading.main_thread():
         _raised, _deferred = True, False
     elif not any_thread:
-        return
+        return False
     raise exception_for(_received)
 
 
@@ -166,7 +167,7 @@ def _at_safe_point(frame: Optional[FrameType]) -> bool:
     Safe: outside the engine altogether (user code, a face waiting on a future), or in
     ``Engine.run_until`` itself or its idle sleep.
     """
-    inner = []
+    inner: List[str] = []
     while frame is not None:
         name = frame.f_code.co_filename
         if name in BOOKKEEPING:
@@ -239,7 +240,7 @@ def lead_process_group(create: bool = True) -> None:
 
 def group_members(pgid: int) -> List[int]:
     """Pids of the live (not zombie) processes of process group ``pgid`` (Linux /proc)."""
-    found = []
+    found: List[int] = []
     try:
         names = os.listdir("/proc")
     except OSError:

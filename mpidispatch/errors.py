@@ -32,7 +32,8 @@ class Terminated(SystemExit):
 
     def __str__(self) -> str:
         import signal
-        return "stopped by %s (exit status %d)" % (signal.Signals(self.signum).name, self.code)
+        return "stopped by %s (exit status %d)" % (signal.Signals(self.signum).name,
+                                                   128 + self.signum)
 
     def __reduce__(self):
         return (Terminated, (self.signum,))
