@@ -4,7 +4,7 @@ Faces over one engine: IMP-style :class:`Manager`/:class:`Context`, MODELLER-sty
 a PyOPUS-style ``JobDispatcher`` and a ``concurrent.futures`` executor.
 """
 from .errors import (Error, NetworkError, NoMoreWorkersError, RemoteError, SerializationError,
-                     TaskTimeoutError, WorkerLostError, WorkerStartError)
+                     TaskTimeoutError, Terminated, WorkerLostError, WorkerStartError)
 from .dispatcher import JobDispatcher
 from .executor import BrokenMPIExecutor, MPIExecutor, RemoteTraceback
 from .launch import submit
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = ["Manager", "Context", "ResultIterator", "LocalWorker", "Worker", "job", "task",
            "Options",
            "JobDispatcher", "MPIExecutor", "BrokenMPIExecutor", "RemoteTraceback", "submit",
-           "Error", "NetworkError",
+           "Error", "NetworkError", "Terminated",
            "NoMoreWorkersError", "RemoteError", "SerializationError", "TaskTimeoutError",
            "WorkerLostError", "WorkerStartError", "SGEPEWorkerArray", "SGEQsubWorkerArray",
            "SlurmWorkerArray", "__version__"]

@@ -29,7 +29,7 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional
 
-from . import _lifecycle, _world
+from . import _lifecycle, _signals, _world
 from ._failure import FailurePolicy, Verdict, check_mode
 from ._mpienv import mpi, ulfm_error_classes
 from ._options import Options, validate
@@ -100,6 +100,7 @@ class Engine:
         self._backoff = Backoff()
         check_mode(options.fault_tolerant, options.task_timeout)
         _lifecycle.register(_close_all, _lifecycle.ENGINES)
+        _signals.manager_started()   # SIGTERM/SIGINT/SIGHUP handlers, launcher watchdog
         _engines.add(self)
         self._world_workers = _world.take_workers() if adopt_world else []
         for w in self._world_workers:
@@ -287,7 +288,7 @@ class Engine:
         if self._new_workers:
             self._new_workers = False
             self._start_new()
-        if self.queue:
+        if self.queue and not _signals.stopping():   # no new task after a stop signal
             self._dispatch()
         for w in self.workers:
             if w.comm is not None and w.state in (STARTING, READY):
@@ -315,6 +316,8 @@ class Engine:
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = self._backoff
         while not done():
+            if not self.closed:
+                _signals.raise_if_stopping()   # a stop signal that came while we were busy
             if self.progress():
                 backoff.reset()
                 continue

@@ -20,10 +20,6 @@ from typing import Dict, Optional
 
 _MPI: Optional[ModuleType] = None
 
-#: Variables that a process launcher sets in every rank it starts.
-_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PMI_FD",
-                  "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
-
 
 class BackendConflictError(RuntimeError):
     """Both MPI wheels are installed in one environment."""
@@ -58,7 +54,8 @@ def backend() -> str:
 
 def under_launcher() -> bool:
     """True when this process was started by mpiexec/mpirun/srun (not a singleton)."""
-    return any(v in os.environ for v in _LAUNCHER_VARS)
+    from ._mpiexec import under_launcher as started_by_launcher   # (it imports this module)
+    return started_by_launcher()
 
 
 def env_prefix() -> str:

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Any, Dict, Optional, Sequence
 
-from . import _serialize
+from . import _serialize, _signals
 from ._mpienv import mpi
 from ._protocol import (ControlMsg, ErrorKind, SetupMsg, Tag, TaskMsg, Verb,
                         control, decode, error_message, pack, pack_error, read_info,
@@ -267,6 +267,7 @@ def _start_watchdog(manager_pid: int) -> None:
                 sys.stderr.write("mpidispatch worker %d: manager (pid %d) is %s; exiting\n"
                                  % (os.getpid(), manager_pid, why))
                 sys.stderr.flush()
+                _signals.end_process_group()
                 os._exit(EXIT_MANAGER_LOST)
 
     threading.Thread(target=watch, name="mpidispatch-watchdog", daemon=True).start()
@@ -303,6 +304,7 @@ def spawned_main(argv: Optional[list] = None) -> None:
     parser.add_argument("--log", default=None)
     args = parser.parse_args(argv)
     redirect_output(args.log)
+    _signals.lead_process_group()   # what tasks start ends with this worker
     MPI = mpi()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, List, Optional
 
+from . import _signals
 from ._protocol import Verb, requests_done
 from ._util import Backoff
 from .errors import WorkerStartError
@@ -195,7 +196,7 @@ def _stop_workers(engine: "Engine", workers: List[Worker]) -> None:
             cancel_request(w.req)
             w.req = None
             w._release()
-    deadline = time.monotonic() + engine.options.stop_timeout
+    deadline = time.monotonic() + _signals.stop_timeout(engine.options.stop_timeout)
     backoff = Backoff()
     while True:
         waiting = [w for w in stopping if w.state == READY and not w.said_bye]

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, List, Optional
 
-from . import _lifecycle
+from . import _lifecycle, _signals
 from ._mpienv import mpi
 from ._protocol import Tag, Verb, control
 from .workers import DEAD, STOPPED, WorldWorker
@@ -50,6 +50,7 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
         return
     comm = _world_comm()
     rank = MPI.COMM_WORLD.Get_rank()
+    _signals.lead_process_group(create=rank > 0)   # end what the rank started, at its exit
     if rank == 0:
         _manager_setup()
         return
@@ -62,6 +63,7 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if loop.hard_stop:
+        _signals.end_process_group()
         os._exit(0)
     sys.exit(0)
 
@@ -95,7 +97,8 @@ def _stop_world() -> None:
         return
     comm = _world_comm()
     lost = False
-    lost = any(w.state == DEAD for w in _workers)
+    lost = any(w.state == DEAD for w in _workers) or _signals.stopping()   # a stop signal:
+    # busy ranks are not waited for (Finalize would); the MPI launcher ends them
     for w in _workers:
         if w.state == DEAD:
             continue
@@ -121,4 +124,5 @@ def _stop_world() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
-        os._exit(getattr(sys, "last_value", None) is not None and 1 or 0)
+        _signals.end_process_group()
+        os._exit(_signals.exit_status(getattr(sys, "last_value", None) is not None and 1 or 0))

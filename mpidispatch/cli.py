@@ -11,30 +11,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import runpy
-import shutil
-import subprocess
 import sys
-import tempfile
 from typing import List, Optional
 
-from . import _mpienv
+from . import _launcher, _mpienv, _mpiexec
 
 
 def mpiexec_command(nprocs: int, fault_tolerant: bool = False) -> List[str]:
-    """The ``mpiexec`` command line for ``nprocs`` ranks with the wheel in use."""
-    name = _mpienv.backend()
-    exe = os.path.join(_mpienv.env_prefix(), "bin", "mpiexec")
-    if not os.path.exists(exe):
-        exe = shutil.which("mpiexec") or "mpiexec"
-    cmd = [exe, "-n", str(nprocs)]
-    if name == "openmpi":
-        cmd.append("--oversubscribe")
-        if fault_tolerant:
-            cmd += ["--with-ft", "ulfm"]
-    elif name == "mpich" and fault_tolerant:
-        cmd.append("-disable-auto-cleanup")
-    return cmd
+    """The ``mpiexec`` command line for ``nprocs`` ranks on this machine with the wheel in use
+    (built by :mod:`._mpiexec`)."""
+    return _mpiexec.command(nprocs, (), fault_tolerant, oversubscribe=True)
 
 
 #: The subcommands, with what each does (shown in --help and in the usage line).
@@ -79,47 +65,8 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def run_script(argv: List[str]) -> int:
-    """``mpidispatch [-n N] script.py args``."""
-    args = _run_parser().parse_args(argv)
-    if args.nprocs is not None and args.nprocs < 1:
-        _run_parser().error("-n must be at least 1")
-    if not os.path.exists(args.script):
-        _run_parser().error("no such script: %s" % args.script)
-    if args.nprocs is not None and not _mpienv.under_launcher():
-        env = dict(os.environ)
-        for key, value in _mpienv.recommended_environment(for_launcher=True).items():
-            env.setdefault(key, value)
-        bindir = os.path.join(_mpienv.env_prefix(), "bin")
-        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-        cmd = mpiexec_command(args.nprocs, args.fault_tolerant) + [
-            sys.executable, "-m", "mpidispatch", "--output", args.output, args.script] + args.args
-        # mpiexec's own exit status is that of whichever rank failed, e.g. a worker that
-        # died and was replaced; report the manager's (rank 0's) instead.
-        with tempfile.TemporaryDirectory(prefix="mpidispatch-") as tmp:
-            env["MPIDISPATCH_STATUS_FILE"] = status_file = os.path.join(tmp, "status")
-            code = subprocess.call(cmd, env=env)
-            try:
-                with open(status_file) as f:
-                    return int(f.read().strip())
-            except (OSError, ValueError):
-                return code
-    from . import _world
-    _world.serve_if_worker(args.output)   # ranks >= 1 serve here and exit
-    sys.argv = [args.script] + args.args
-    sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))
-    code = 1
-    try:
-        runpy.run_path(args.script, run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        raise
-    finally:
-        status_path = os.environ.get("MPIDISPATCH_STATUS_FILE")
-        if status_path:
-            with open(status_path, "w") as f:
-                f.write(str(code))
-    return 0
+    """``mpidispatch [-n N] script.py args`` (see :mod:`._launcher`)."""
+    return _launcher.main(argv, _run_parser())
 
 
 def info() -> int:

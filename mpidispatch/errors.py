@@ -22,6 +22,33 @@ class Error(Exception):
     index: Optional[int] = None
 
 
+class Terminated(SystemExit):
+    """The manager got SIGTERM or SIGHUP (a scheduler's wall-time warning, a parent's kill,
+    a closed terminal, or its launcher vanished).
+
+    Raised in the main thread where the user's loop waits for results, so ``try/finally``
+    and ``with`` blocks run; no more tasks are handed out and the workers are stopped. A
+    ``SystemExit``: ``except Exception`` does not swallow it, and left uncaught it ends
+    the program silently with exit status ``128 + signal number`` (143 for SIGTERM, 129 for
+    SIGHUP). SIGINT raises Python's own ``KeyboardInterrupt`` (exit status 130).
+
+    Attributes:
+        signum: the signal number.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        import signal
+        return "stopped by %s (exit status %d)" % (signal.Signals(self.signum).name,
+                                                   128 + self.signum)
+
+    def __reduce__(self):
+        return (Terminated, (self.signum,))
+
+
 class NoMoreWorkersError(Error):
     """Tasks remain but no worker is left (or will be started) to run them."""
 

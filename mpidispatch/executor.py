@@ -30,7 +30,7 @@ from collections import deque
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
-from . import _lifecycle
+from . import _lifecycle, _signals
 from ._engine import Engine, engine_for_pool
 from ._options import resolve
 from ._progress import Progress, RunStats
@@ -194,7 +194,8 @@ class _Core:
     def run(self) -> None:
         engine = self.engine
         try:
-            engine.run_until(lambda: self.stopping and self.group.outstanding <= 0)
+            engine.run_until(lambda: _signals.raise_if_stopping(any_thread=True)
+                             or (self.stopping and self.group.outstanding <= 0))
         except BaseException as exc:  # a bug or MPI failure: fail fast, never hang
             self.break_(exc)
         finally:

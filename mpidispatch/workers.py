@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any, Dict, List, Optional
 
+from . import _signals
 from ._mpienv import backend, mpi
 from .errors import WorkerStartError
 
@@ -190,11 +191,13 @@ class LocalWorker(Worker):
         # A shell stays between MPI and the worker: it writes the worker's exit status to
         # the log file (so a lost worker is reported with its signal or exit code), and it
         # turns a death by signal into an ordinary exit, which MPICH's hydra needs (it kills
-        # every process when a direct child dies of a signal).
-        record = ('echo "mpidispatch: worker process ended with exit status $s" >> %s; '
-                  % shlex.quote(log_file)) if log_file else ""
+        # every process when a direct child dies of a signal). A log file the user deleted
+        # meanwhile is not created again for that line.
+        quoted = shlex.quote(log_file) if log_file else ""
+        record = ('[ -e %s ] && echo "mpidispatch: worker process ended with exit status $s" '
+                  '>> %s; ' % (quoted, quoted)) if log_file else ""
         self.records_exit_status = bool(log_file)
-        args = ["-c", 'trap "" USR1; "$0" "$@"; s=$?; %sexit $s' % record, words[0]] + args
+        args = ["-c", _signals.WORKER_WRAPPER % {"record": record}, words[0]] + args
         executable = "/bin/sh"
         MPI = mpi()
         info = MPI.Info.Create()

