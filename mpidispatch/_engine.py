@@ -729,6 +729,17 @@ class Engine:
         if self.closed:
             return
         self.closed = True
+        # A spawned worker whose hello has not come yet would never hear "stop" and outlive
+        # the manager's use of it: let it say hello (bounded), then stop it like the others.
+        starting = [w for w in self.workers if w.state == STARTING and w.comm is not None
+                    and not isinstance(w, WorldWorker)]
+        if starting:
+            self.queue.clear()
+            try:
+                self.run_until(lambda: all(w.state != STARTING for w in starting),
+                               self.start_timeout)
+            except Error:
+                pass
         for w in self.workers:
             if isinstance(w, WorldWorker):
                 w.inflight.clear()
