@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The in-world test level: pytest inside one mpiexec world (pytest-mpi), once per MPI wheel.
 #
-#   mpiexec -n 3 python -m pytest --with-mpi tests/mpi
+#   mpiexec -n 3 python -m pytest --with-mpi tests/mpi examples/test_example_user.py
 #
 # Rank 0 runs the tests; ranks 1 and 2 serve as workers (mpidispatch.testing). Each run is
 # started in its own session under `timeout`, and whatever is left of that session
@@ -37,7 +37,7 @@ PY
   # setsid: the run is a session of its own (its id is $pid), so that whatever it leaves
   # (a hung rank, a launcher daemon in another process group) can be found and killed.
   eval "setsid timeout -k 10 $LIMIT env PATH=\"$PWD/$venv/bin:\$PATH\" $launch \
-    \"$PWD/$venv/bin/python\" -m pytest --with-mpi -q tests/mpi \"\$@\"" &
+    \"$PWD/$venv/bin/python\" -m pytest --with-mpi -q tests/mpi examples/test_example_user.py \"\$@\"" &
   pid=$!
   wait "$pid"; status=$?
   pkill -KILL -s "$pid" 2>/dev/null  # anything left in the run's session
