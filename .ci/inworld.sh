@@ -24,20 +24,22 @@ for backend in $BACKENDS; do
     continue
   fi
   echo "=== $backend: mpiexec -n $RANKS pytest --with-mpi tests/mpi"
-  # The launcher line and environment mpidispatch itself uses (--oversubscribe, root flags).
+  # The launcher line and environment mpidispatch itself uses (--oversubscribe, root flags);
+  # variables the caller exported win.
   launch=$("$venv/bin/python" - "$RANKS" <<'PY'
-import shlex, sys
+import os, shlex, sys
 from mpidispatch import _mpienv
 from mpidispatch.cli import mpiexec_command
 env = _mpienv.recommended_environment(for_launcher=True)
-print(" ".join("%s=%s" % (k, shlex.quote(v)) for k, v in env.items()),
+print(" ".join("%s=%s" % (k, shlex.quote(v)) for k, v in env.items() if k not in os.environ),
       " ".join(shlex.quote(w) for w in mpiexec_command(int(sys.argv[1]))))
 PY
 ) || { rc=1; continue; }
   # setsid: the run is a session of its own (its id is $pid), so that whatever it leaves
   # (a hung rank, a launcher daemon in another process group) can be found and killed.
   eval "setsid timeout -k 10 $LIMIT env PATH=\"$PWD/$venv/bin:\$PATH\" $launch \
-    \"$PWD/$venv/bin/python\" -m pytest --with-mpi -q tests/mpi examples/test_example_user.py \"\$@\"" &
+    \"$PWD/$venv/bin/python\" -m pytest --with-mpi -q tests/mpi \
+    examples/test_example_user.py \"\$@\"" &
   pid=$!
   wait "$pid"; status=$?
   pkill -KILL -s "$pid" 2>/dev/null  # anything left in the run's session

@@ -41,7 +41,7 @@ from .modeller import job
 from .tasks import Manager
 from .workers import LocalWorker
 
-__all__ = ["running", "in_process_default", "mpidispatch_face"]
+__all__ = ["running", "in_process_default"]
 
 #: Part of the command line of every spawned worker process (see ``LocalWorker``).
 _WORKER_MARK = "mpidispatch._worker import spawned_main"
@@ -127,7 +127,7 @@ def _start(face: Any, workers: int, options: Dict[str, Any]) -> Any:
 
 
 def _close(obj: Any) -> None:
-    if isinstance(obj, MPIExecutor) or hasattr(obj, "shutdown"):
+    if isinstance(obj, (MPIExecutor, _inprocess.InProcessExecutor)):
         obj.shutdown(wait=True, cancel_futures=True)
     else:
         obj.close()

@@ -158,3 +158,33 @@ def test_the_example_user_test_file_passes(mode, tmp_path):
                       cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run
     assert "4 passed" in run.stdout
+
+
+FAILING_TEST_FILE = '''
+import os
+from mpidispatch import Manager
+
+def test_fails_with_workers_running(mpidispatch_face):
+    m = mpidispatch_face(Manager, workers=2)
+    c = m.get_context()
+    for _ in range(10):
+        c.add_task(os.getpid)
+    with open("pids", "w") as f:
+        f.write(" ".join(str(pid) for pid in set(c.get_results())))
+    assert False, "failed on purpose"
+
+def test_its_workers_are_gone_afterwards():
+    with open("pids") as f:
+        pids = [int(p) for p in f.read().split()]
+    assert pids and not any(os.path.exists("/proc/%d" % pid) for pid in pids)
+'''
+
+
+def test_fixture_tears_down_after_a_failing_test(tmp_path):
+    from conftest import run_program
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["mpidispatch.testing"]\n')
+    (tmp_path / "test_user.py").write_text(FAILING_TEST_FILE)
+    run = run_program([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                       "test_user.py"], cwd=tmp_path, timeout=120)
+    assert "1 failed, 1 passed" in run.stdout, run
+    assert "failed on purpose" in run.stdout
