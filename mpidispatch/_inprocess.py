@@ -269,6 +269,9 @@ class InProcessContext:
         self._queue: Deque[_Parcel] = deque()
 
     def add_task(self, task: Callable[..., Any], timeout: Optional[float] = None) -> None:
+        if not callable(task):
+            raise TypeError("add_task() takes a callable (a function, or an object with "
+                            "__call__), not %r" % (task,))
         self._queue.append(_Parcel(task, "task"))
 
     def _setup_args(self, worker: Any) -> tuple:
@@ -509,8 +512,8 @@ class InProcessExecutor(cf.Executor):
         future: cf.Future = cf.Future()
         try:
             parcel = _Parcel(_Call(fn, args, kwargs), "task")
-        except SerializationError as exc:
-            future.set_exception(exc)
+        except SerializationError as exc:  # the executor reports the pickling error itself
+            future.set_exception(exc.__cause__ or exc)
             return future
         worker = self._face._worker()
         self._run_setup(worker)

@@ -112,7 +112,7 @@ def test_iteration_goes_on_after_failed_tasks(manager):
 def test_unpicklable_task_is_refused_and_nothing_queued(manager):
     c = manager.get_context()
     with pytest.raises(SerializationError, match="cannot be pickled"):
-        c.add_task(threading.Lock())
+        c.add_task(partial(nap_then, 0.0, threading.Lock()))
     assert c.get_results() == []
 
 
