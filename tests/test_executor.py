@@ -1,4 +1,5 @@
-"""MPIExecutor under real MPI against concurrent.futures behaviours, static and spawned."""
+"""MPIExecutor under real MPI against concurrent.futures behaviours, with spawned workers
+(the static world is tested from inside it: tests/mpi/test_executor_face.py)."""
 import ast
 
 import pytest
@@ -58,10 +59,6 @@ def check_executor(run):
 
 def test_spawned(mpi_run):
     check_executor(mpi_run("executor_basic.py", "2", timeout=90))
-
-
-def test_static_world(mpi_run):
-    check_executor(mpi_run("executor_basic.py", n=3, timeout=90))
 
 
 @pytest.mark.parametrize("after", ["60", "0"])
