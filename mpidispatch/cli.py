@@ -28,7 +28,9 @@ def mpiexec_command(nprocs: int, fault_tolerant: bool = False) -> List[str]:
         exe = shutil.which("mpiexec") or "mpiexec"
     cmd = [exe, "-n", str(nprocs)]
     if name == "openmpi":
-        cmd.append("--oversubscribe")
+        # Not --oversubscribe: that maps by hardware object and, on several hosts, put every
+        # rank on the first one (tests/multihost).
+        cmd += ["--map-by", "slot:oversubscribe"]
         if fault_tolerant:
             cmd += ["--with-ft", "ulfm"]
     elif name == "mpich" and fault_tolerant:
