@@ -130,6 +130,8 @@ do_start() {
 # Settings for MPI across the namespace hosts (source this file).
 export PRTE_MCA_plm_ssh_agent=$STATE/ssh PRTE_MCA_prte_if_include=eth0 OMPI_MCA_btl_tcp_if_include=eth0
 export HYDRA_LAUNCHER=ssh HYDRA_LAUNCHER_EXEC=$STATE/ssh HYDRA_IFACE=eth0
+# MPICH's UCX would talk through shared memory across the namespaces (one kernel): use TCP.
+export UCX_TLS=tcp,self UCX_NET_DEVICES=eth0
 EOF
   wait_up "$hosts" || die "the hosts did not become reachable within 10 s"
   echo "hosts.sh: up: $hosts ($NET.1-$((n)) on bridge br0 in namespace $LAB); agent $STATE/ssh"

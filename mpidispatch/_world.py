@@ -58,7 +58,16 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
     log_file = log_pattern % (rank - 1) if log_pattern else None
     redirect_output(log_file)
     loop = WorkerLoop(comm, 0, log_file)
-    loop.serve()
+    try:
+        loop.serve()
+    except MPI.Exception as exc:
+        # The manager is gone (ULFM reports it; e.g. it ended while this host was cut off).
+        # MPI_Finalize would wait for it forever: leave now.
+        from ._worker import EXIT_MANAGER_LOST
+        sys.stderr.write("mpidispatch worker rank %d: lost the manager (%s); exiting\n"
+                         % (rank, exc))
+        sys.stderr.flush()
+        os._exit(EXIT_MANAGER_LOST)
     sys.stdout.flush()
     sys.stderr.flush()
     if loop.hard_stop:
@@ -98,6 +107,12 @@ def _stop_world() -> None:
     lost = any(w.state == DEAD for w in _workers)
     for w in _workers:
         if w.state == DEAD:
+            # Given up on, but maybe alive (a heartbeat timeout: a host cut off for a while,
+            # now back): tell it to leave too, without waiting (it may really be dead).
+            try:
+                comm.isend(("stop", {"hard": True}), dest=w.rank, tag=Tag.CONTROL)
+            except Exception:
+                pass
             continue
         try:
             # After a rank died, MPI_Finalize would wait for it forever: the survivors

@@ -65,6 +65,10 @@ class Cluster:
             "HYDRA_LAUNCHER": "ssh",
             "HYDRA_LAUNCHER_EXEC": self.agent,
             "HYDRA_IFACE": "eth0",
+            # MPICH's UCX would use shared memory between the namespaces (one kernel): make
+            # it use TCP over eth0, as between real hosts.
+            "UCX_TLS": "tcp,self",
+            "UCX_NET_DEVICES": "eth0",
             # Workers on other hosts need heartbeats (pids cannot be checked from there); a
             # short timeout keeps the fault tests fast.
             "MPIDISPATCH_HEARTBEAT_TIMEOUT": "4",
