@@ -54,7 +54,9 @@ def victims():
 
 
 def inject():
-    busy = lambda: [w for w in victims() if w.state == "ready" and w.inflight and w.pid]
+    def busy():
+        return [w for w in victims() if w.state == "ready" and w.inflight and w.pid]
+
     if not wait_for(lambda: len(got) >= N // 4 and busy(), 30):
         fault["error"] = "no busy worker on %s" % VICTIM_HOST
         return
