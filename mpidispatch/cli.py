@@ -94,6 +94,9 @@ def run_script(argv: List[str]) -> int:
         env = dict(os.environ)
         for key, value in _mpienv.recommended_environment(for_launcher=True).items():
             env.setdefault(key, value)
+        if (args.hosts or args.hostfile) and "HYDRA_LAUNCHER" not in os.environ:
+            # MPICH: the one-machine default (fork) would start every rank on this host.
+            env.pop("HYDRA_LAUNCHER", None)
         bindir = os.path.join(_mpienv.env_prefix(), "bin")
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         cmd = mpiexec_command(args.nprocs, args.fault_tolerant, args.hosts, args.hostfile) + [
