@@ -23,6 +23,7 @@ log = logging.getLogger("mpidispatch")
 _comm: Any = None
 _workers: Optional[List[WorldWorker]] = None
 _held: set = set()
+_watching = False
 
 
 def world_size() -> int:
@@ -51,6 +52,7 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
         return
     comm = _world_comm()
     rank = MPI.COMM_WORLD.Get_rank()
+    _watch_launcher(rank)
     if rank == 0:
         _manager_setup()
         return
@@ -73,6 +75,38 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
     if loop.hard_stop:
         os._exit(0)
     sys.exit(0)
+
+
+def _watch_launcher(rank: int) -> None:
+    """End this rank within about a second once its launcher (its parent: mpiexec's daemon,
+    hydra's proxy, slurmstepd) is gone.
+
+    When a node is lost, Open MPI's launcher gives up the whole job and exits, but ranks on
+    the surviving hosts were left running, the manager among them, waiting forever
+    (measured, tests/multihost). A rank whose parent died is reparented: that is the sign.
+    """
+    import threading
+    import time
+    global _watching
+    parent = os.getppid()
+    if parent <= 1 or _watching:
+        return
+    _watching = True
+    interval = env_float("WATCHDOG_INTERVAL", 0.5)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        try:  # stderr may be a pipe to the dead launcher
+            sys.stderr.write("mpidispatch rank %d: the MPI launcher (pid %d) is gone, which "
+                             "ends the run (a world started by mpiexec does not survive a lost "
+                             "node: see docs/multihost.md); exiting\n" % (rank, parent))
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os._exit(70)
+
+    threading.Thread(target=watch, name="mpidispatch-launcher-watch", daemon=True).start()
 
 
 def _manager_setup() -> None:

@@ -110,7 +110,11 @@ def run_script(argv: List[str]) -> int:
                 with open(status_file) as f:
                     return int(f.read().strip())
             except (OSError, ValueError):
-                return code
+                # The manager never finished its script: never report that as a success
+                # (Open MPI's mpiexec exited 0 after losing a node mid-run).
+                sys.stderr.write("mpidispatch: the manager (rank 0) did not finish; mpiexec "
+                                 "exit status %d\n" % code)
+                return code or 1
     from . import _world
     _world.serve_if_worker(args.output)   # ranks >= 1 serve here and exit
     sys.argv = [args.script] + args.args

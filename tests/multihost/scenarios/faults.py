@@ -1,10 +1,13 @@
-"""Faults across hosts in a static world. Usage: faults.py MODE NTASKS [ft]
+"""Faults across hosts. Usage: faults.py MODE NTASKS [ft]
 
 MODE: ``kill`` (SIGKILL a busy worker on the victim host), ``stop`` (SIGSTOP it: only the
-heartbeat can find it), ``netcut`` (take the victim host's network down until the manager has
+heartbeat can find it), ``nodeloss`` (SIGKILL every process on the victim host), ``netcut``
+(take the victim host's network down until the manager has
 given up on its busy workers, then bring it back). The victim host is $VICTIM_HOST (default
 h2); the fault is injected once a quarter of the results are in, on a worker that holds tasks,
 through the rig's fake ssh ($MULTIHOST_AGENT) or ``ip -n HOST`` for the network.
+$SPAWN_HOSTS (e.g. "h1 h2 h2"): spawn one LocalWorker per host name instead of using a world;
+$HOST_ARRAY (e.g. "h1:2,h2:2"): a HostWorkerArray, launched with the fake ssh.
 Prints KEY value lines: EXACTLY_ONCE, RESULTS (JSON [task, host]), LOST, DETECT seconds from
 fault to the manager's verdict, VICTIM (host pid), ERRORS.
 """
@@ -16,7 +19,7 @@ import sys
 import threading
 import time
 
-from mpidispatch import Error, Manager, NoMoreWorkersError
+from mpidispatch import Error, LocalWorker, Manager, NoMoreWorkersError
 
 MODE, N = sys.argv[1], int(sys.argv[2])
 FT = "ft" in sys.argv[3:]
@@ -34,6 +37,12 @@ class Where:
 
 
 m = Manager(fault_tolerant=FT, max_retries=3)
+for host in os.environ.get("SPAWN_HOSTS", "").split():   # spawned workers instead of a world
+    m.add_worker(LocalWorker(host=host))
+if os.environ.get("HOST_ARRAY"):                           # workers that join, per host
+    from mpidispatch.launch.host_arrays import HostWorkerArray
+    m.add_worker(HostWorkerArray(os.environ["HOST_ARRAY"], launcher=AGENT,
+                                 host=socket.gethostname()))
 engine = m._engine
 c = m.get_context()
 got = {}
@@ -68,6 +77,11 @@ def inject():
         sig = "KILL" if MODE == "kill" else "STOP"
         subprocess.run([AGENT, VICTIM_HOST, "kill -%s %d" % (sig, w.pid)], check=True,
                        timeout=10)
+    elif MODE == "nodeloss":
+        # every process of the host: its launcher daemon and its workers
+        pids = subprocess.run(["ip", "netns", "pids", VICTIM_HOST], capture_output=True,
+                              text=True, timeout=10).stdout.split()
+        subprocess.run(["kill", "-KILL"] + pids, timeout=10)
     elif MODE == "netcut":
         subprocess.run(["ip", "-n", VICTIM_HOST, "link", "set", "eth0", "down"], check=True,
                        timeout=10)
