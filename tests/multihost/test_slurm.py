@@ -77,7 +77,7 @@ def sbatch_and_wait(hosts, tmp_path, args, timeout=40):
 def test_sbatch_srun_across_three_nodes(slurm3, tmp_path):
     text = sbatch_and_wait(slurm3, tmp_path, ["-N", "3", "-n", "3", "--wrap",
                                               "srun hostname; echo NODES=$SLURM_JOB_NODELIST"])
-    assert sorted(l for l in text.split() if l.startswith("h")) == ["h0", "h1", "h2"], text
+    assert sorted(w for w in text.split() if w.startswith("h")) == ["h0", "h1", "h2"], text
     assert "NODES=h[0-2]" in text, text
 
 
