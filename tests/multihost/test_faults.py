@@ -41,6 +41,8 @@ def run_fault(hosts, tmp_path, mode, ntasks=200):
     assert run.value("VICTIM").startswith("h2 "), run
     assert int(run.value("LOST")) >= 1, run
     assert hosts.leftovers() == [], run
+    # fault-tolerant mode warns, once, that a lost host would end this run
+    assert (run.stdout + run.stderr).count("a lost host ends the whole run") == 1, run
     return run
 
 
