@@ -140,6 +140,7 @@ do_start() {
     die "slurmctld/slurmd/sbatch/munged not installed: run .ci/schedulers.sh start (or apt-get install slurmctld slurmd slurm-client munge)"
   fi
   if do_status >/dev/null 2>&1; then log "already running"; return 0; fi
+  do_stop >/dev/null   # whatever is left of an earlier, broken start
   rm -rf "$STATE/ctld"      # a fresh cluster: no jobs restored from an earlier run
   mkdir -p "$STATE/ctld"
   for n in $NODES; do mkdir -p "$STATE/spool-$n"; done

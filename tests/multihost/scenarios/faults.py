@@ -58,6 +58,14 @@ def wait_for(condition, limit):
     return True
 
 
+def _comm(pid):
+    try:
+        with open("/proc/%s/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def victims():
     return [w for w in list(engine.workers) if w.host == VICTIM_HOST]
 
@@ -78,9 +86,12 @@ def inject():
         subprocess.run([AGENT, VICTIM_HOST, "kill -%s %d" % (sig, w.pid)], check=True,
                        timeout=10)
     elif MODE == "nodeloss":
-        # every process of the host: its launcher daemon and its workers
-        pids = subprocess.run(["ip", "netns", "pids", VICTIM_HOST], capture_output=True,
-                              text=True, timeout=10).stdout.split()
+        # every process of the host: its launcher daemon and its workers (but the daemons of
+        # the test Slurm, which other tests need)
+        pids = [p for p in subprocess.run(["ip", "netns", "pids", VICTIM_HOST],
+                                          capture_output=True, text=True,
+                                          timeout=10).stdout.split()
+                if _comm(p) not in ("slurmd", "slurmctld", "slurmscriptd")]
         subprocess.run(["kill", "-KILL"] + pids, timeout=10)
     elif MODE == "netcut":
         subprocess.run(["ip", "-n", VICTIM_HOST, "link", "set", "eth0", "down"], check=True,
