@@ -20,7 +20,9 @@
 #                      (or PRTE_MCA_plm_ssh_agent=$STATE/ssh)
 #   MPICH (hydra):     mpiexec -launcher ssh -launcher-exec $STATE/ssh -hosts h1:2,h2:2 ...
 #                      (or HYDRA_LAUNCHER=ssh HYDRA_LAUNCHER_EXEC=$STATE/ssh)
-# "$STATE/env" holds the settings for both MPI wheels (interfaces, agent) as shell exports.
+# "$STATE/env" holds the settings for both MPI wheels (interfaces, agent) as shell exports,
+# among them UCX_TLS=tcp,self for MPICH: its UCX would otherwise use shared memory between
+# the namespaces (one kernel), and a cut network would not cut anything.
 # The fake ssh passes the caller's environment on (a real ssh would not).
 #
 # Needs root and iproute2 (ip) and util-linux (unshare). Every step is bounded; start takes

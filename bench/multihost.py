@@ -6,9 +6,10 @@ The manager runs on h0, its workers on h1 (and h2), as a static world (``mpiexec
 traffic goes over TCP through the veths and the bridge, as between real hosts (MPICH is
 told to use TCP rather than shared memory, which would cross the namespaces). Rows: no-op
 tasks per second (one task per message) with 1 and 2 workers on other hosts, beside the same
-on one host; and a 100 MB float64 array to a worker on another host and back, beside raw
-mpi4py ``comm.Send``/``Recv`` between the same two hosts. Starts the rig if it is not up
-(and stops it afterwards). Needs root. Prints medians of ``--repeat`` runs.
+on one host and beside a raw mpi4py ``send``/``recv`` ping-pong (the floor); and a 100 MB
+float64 array to a worker on another host and back, beside raw mpi4py ``comm.Send``/``Recv``
+between the same two hosts. Starts the rig if it is not up (and stops it afterwards). Needs
+root. Prints medians of ``--repeat`` runs. Measure on an otherwise idle machine.
 """
 import argparse
 import os
@@ -95,6 +96,12 @@ def run(a):
         rate = median(lambda: on_h0(mpiexec_command(n, hosts=hosts)
                                     + [py, md, "tasks", str(a.tasks), "0"]), a.repeat)
         print("%-52s %12.0f" % (name, rate))
+    for name, hosts in (("raw mpi4py send/recv ping-pong, same host (h0:2)", "h0:2"),
+                        ("raw mpi4py send/recv ping-pong, h0 <-> h1", "h0:1,h1:1")):
+        rate = median(lambda: on_h0(mpiexec_command(2, hosts=hosts)
+                                    + [py, os.path.abspath(__file__), "--pingpong",
+                                       str(a.tasks)]), a.repeat)
+        print("%-52s %12.0f" % (name + " (round trips/s)", rate))
     mb = a.bytes / 1e6
     print("\n%.0f MB float64 array to a worker and back (best of 3 round trips, seconds)" % mb)
     rows = [
@@ -112,5 +119,31 @@ def run(a):
         print("%-52s %10.3f  (%.0f MB/s each way)" % (name, seconds, 2 * mb / seconds))
 
 
+def pingpong(n):
+    """MPI program: ``n`` small pickled round trips between ranks 0 and 1 (the floor for
+    one task per message)."""
+    import time
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    for i in range(100):                      # warm up the connection
+        pong(comm, i)
+    t = time.perf_counter()
+    for i in range(n):
+        pong(comm, i)
+    if comm.rank == 0:
+        print("RESULT %.0f" % (n / (time.perf_counter() - t)))
+
+
+def pong(comm, i):
+    if comm.rank == 0:
+        comm.send(i, dest=1)
+        comm.recv(source=1)
+    else:
+        comm.send(comm.recv(source=0), dest=0)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--pingpong"]:
+        pingpong(int(sys.argv[2]))
+    else:
+        main()
