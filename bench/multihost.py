@@ -88,20 +88,20 @@ def run(a):
     md = os.path.join(HERE, "_mpidispatch_run.py")
     print("MPI wheel: %s, %d cores, manager on h0; veth TCP between hosts; median of %d"
           % (_mpienv.backend(), os.cpu_count(), a.repeat))
-    print("%-52s %12s" % ("%d no-op tasks, one per message" % a.tasks, "tasks/s"))
+    print("%-60s %10s" % ("%d no-op tasks, one per message" % a.tasks, "tasks/s"))
     layouts = [("1 worker, same host (h0:2)", "h0:2", 2),
                ("1 worker on another host (h0:1,h1:1)", "h0:1,h1:1", 2),
                ("2 workers on 2 other hosts (h0:1,h1:1,h2:1)", "h0:1,h1:1,h2:1", 3)]
     for name, hosts, n in layouts:
         rate = median(lambda: on_h0(mpiexec_command(n, hosts=hosts)
                                     + [py, md, "tasks", str(a.tasks), "0"]), a.repeat)
-        print("%-52s %12.0f" % (name, rate))
+        print("%-60s %10.0f" % (name, rate))
     for name, hosts in (("raw mpi4py send/recv ping-pong, same host (h0:2)", "h0:2"),
                         ("raw mpi4py send/recv ping-pong, h0 <-> h1", "h0:1,h1:1")):
         rate = median(lambda: on_h0(mpiexec_command(2, hosts=hosts)
                                     + [py, os.path.abspath(__file__), "--pingpong",
                                        str(a.tasks)]), a.repeat)
-        print("%-52s %12.0f" % (name + " (round trips/s)", rate))
+        print("%-60s %10.0f" % (name + ", round trips/s", rate))
     mb = a.bytes / 1e6
     print("\n%.0f MB float64 array to a worker and back (best of 3 round trips, seconds)" % mb)
     rows = [
@@ -116,7 +116,7 @@ def run(a):
     ]
     for name, hosts, argv in rows:
         seconds = median(lambda: on_h0(mpiexec_command(2, hosts=hosts) + argv), a.repeat)
-        print("%-52s %10.3f  (%.0f MB/s each way)" % (name, seconds, 2 * mb / seconds))
+        print("%-60s %10.3f  (%.0f MB/s each way)" % (name, seconds, 2 * mb / seconds))
 
 
 def pingpong(n):
