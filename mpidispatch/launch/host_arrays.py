@@ -2,8 +2,8 @@
 
 ``HostWorkerArray("node1:4,node2:4")`` starts, on each host, its own small MPI job (``ssh
 node1 mpiexec -n 4 python -m mpidispatch.launch.host_arrays ...``) whose ranks *join* the
-running manager, exactly like the tasks of a submitted worker array
-(:mod:`mpidispatch.launch.worker_arrays`: MPI port + TCP listener + per-run token). Each
+running manager, exactly like the tasks of a submitted worker array (the same rendezvous:
+MPI port, TCP listener, a per-run secret checked before any MPI connection). Each
 host's workers belong to a job of their own, so when a host is lost (power, kernel panic,
 network) only its workers go: the manager requeues their tasks and goes on with the others.
 A world launched by one ``mpiexec`` across hosts cannot do this: its launcher gives up the
@@ -13,8 +13,10 @@ docs/multihost.md).
 Needs an MPI that connects separately launched jobs: the MPICH wheel. The Open MPI 5 wheel
 is refused at once (:class:`~mpidispatch.launch.worker_arrays.ConnectNotSupportedError`).
 
-The per-run token is written to a file of mode 0600 in ``workdir`` (shared with the hosts),
-never put on a command line; the file and the port file are removed at close.
+The per-run secret is in a file of mode 0600 in ``workdir`` (shared with the hosts), never
+on a command line; the files are removed at close. Works with the joining machinery both as
+the module ``mpidispatch.launch.worker_arrays`` (token file of its own) and as the package
+``mpidispatch.arrays`` (key in its rendezvous file, worker ``python -m mpidispatch.arrays.worker``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,16 @@ import time
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from .._util import hostname
-from .worker_arrays import _package_parent, _SubmittedArray, worker_main
+
+try:    # the joining-worker machinery as a package (mpidispatch.arrays)
+    from ..arrays.rendezvous import package_parent as _package_parent
+    from ..arrays.submitted import JobArray as _JoiningArray
+    from ..arrays.worker import worker_main
+    _KEY_IN_RENDEZVOUS_FILE = True
+except ImportError:     # the single module mpidispatch.launch.worker_arrays
+    from .worker_arrays import _package_parent, worker_main
+    from .worker_arrays import _SubmittedArray as _JoiningArray
+    _KEY_IN_RENDEZVOUS_FILE = False
 
 __all__ = ["HostWorkerArray", "parse_hosts"]
 
@@ -60,6 +71,8 @@ def parse_hosts(hosts: Union[str, Sequence[str]]) -> List[Tuple[str, int]]:
 
 class _HostLaunches:
     """The per-host launch processes, seen as one "job" by the array machinery."""
+
+    script_path: Optional[str] = None      # no job script: nothing to remove
 
     def __init__(self, procs: List[Tuple[str, subprocess.Popen]], outputs: List[str]):
         self.procs = procs
@@ -103,7 +116,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-class HostWorkerArray(_SubmittedArray):
+class HostWorkerArray(_JoiningArray):
     """Workers on the given hosts, each host's workers one MPI job that joins the manager.
 
     Args:
@@ -129,7 +142,8 @@ class HostWorkerArray(_SubmittedArray):
         if start_timeout is None:
             start_timeout = float(os.environ.get("MPIDISPATCH_ARRAY_START_TIMEOUT",
                                                  DEFAULT_START_TIMEOUT))
-        super().__init__(sum(n for _, n in slots), "", host, start_timeout, workdir, name)
+        super().__init__(sum(n for _, n in slots), "", host, start_timeout, workdir)
+        self.name = name
         self.slots = slots
         self.launcher = shlex.split(launcher)
         if not self.launcher:
@@ -141,10 +155,12 @@ class HostWorkerArray(_SubmittedArray):
 
     def _job(self, port_file: str, dry_run: bool = False) -> Any:
         """Start one launch per host (called once, when the first worker starts)."""
-        self.token_file = os.path.join(self.workdir, "mpidispatch-token-%s" % self.token[:12])
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.token)
+        if not _KEY_IN_RENDEZVOUS_FILE:
+            self.token_file = os.path.join(self.workdir,
+                                           "mpidispatch-token-%s" % self.token[:12])
+            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.token)
         procs, outputs = [], []
         for node, count in self.slots:
             out = os.path.join(self.workdir, "%s-%s.out" % (self.name, node))
@@ -170,9 +186,13 @@ class HostWorkerArray(_SubmittedArray):
                  + ["%s=%s" % (k, v) for k, v in sorted(env.items())]
                  + [os.path.join(bindir, "mpiexec"), "-n", str(count),
                     "-disable-auto-cleanup",     # one worker's death spares the others
-                    sys.executable, "-m",
-                    "mpidispatch.launch.host_arrays", "--port-file", port_file,
-                    "--token-file", self.token_file or "", "--log", out])
+                    sys.executable, "-m"])
+        if _KEY_IN_RENDEZVOUS_FILE:     # the key is in the rendezvous file (mode 0600)
+            words += ["mpidispatch.arrays.worker", "--rendezvous-file", port_file]
+        else:
+            words += ["mpidispatch.launch.host_arrays", "--port-file", port_file,
+                      "--token-file", self.token_file or ""]
+        words += ["--log", out]
         return " ".join(w if w == "&&" else shlex.quote(w) for w in words)
 
     def _shutdown(self) -> None:

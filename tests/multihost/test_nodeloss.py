@@ -56,8 +56,8 @@ def test_host_worker_array_survives_a_lost_host(hosts, tmp_path):
     assert [w[3] > 0 for w in workers if w[1] == "h1"] == [True, True], run
     assert "no heartbeat" in run.value("VICTIM_DEATH"), run
     assert hosts.leftovers() == [], run
-    assert not list(tmp_path.glob("mpidispatch-token-*"))     # secrets removed at close
-    assert not list(tmp_path.glob("mpidispatch-port-*"))
+    for pattern in ("mpidispatch-token-*", "mpidispatch-port-*", "mpidispatch-rendezvous-*"):
+        assert not list(tmp_path.glob(pattern)), pattern      # secrets removed at close
 
 
 @pytest.mark.skipif(BACKEND != "openmpi", reason="the refusal is Open MPI's")
