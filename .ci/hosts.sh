@@ -36,7 +36,13 @@ LOCK=/run/mpidispatch-hosts.lock
 die() { echo "hosts.sh: $*" >&2; exit 1; }
 need_root() {
   [ "$(id -u)" = 0 ] || die "must run as root (it creates network namespaces)"
-  command -v ip >/dev/null || die "'ip' (iproute2) not found: apt-get install -y iproute2"
+  export PATH="$PATH:/usr/sbin:/sbin"
+  if ! command -v ip >/dev/null || ! command -v bridge >/dev/null; then
+    command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive timeout 300 \
+      apt-get install -y -q -o DPkg::Lock::Timeout=120 iproute2 >/dev/null 2>&1 || true
+    command -v ip >/dev/null && command -v bridge >/dev/null \
+      || die "'ip'/'bridge' (iproute2) not found: apt-get install -y iproute2"
+  fi
   command -v unshare >/dev/null || die "'unshare' (util-linux) not found"
 }
 
@@ -113,7 +119,9 @@ do_start() {
     ip link set "v$h" netns "$LAB"
     ip -n "$LAB" link set "v$h" master br0
     ip -n "$LAB" link set "v$h" up
-    ip netns exec "$h" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    # IPv4 only (no link-local IPv6 for the MPI libraries to pick); absent IPv6 is fine too
+    ip netns exec "$h" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+      net.ipv6.conf.default.disable_ipv6=1 >/dev/null 2>&1 || true
     ip -n "$h" link set lo up
     ip -n "$h" addr add "$NET.$((i + 1))/24" dev eth0
     ip -n "$h" link set eth0 up
