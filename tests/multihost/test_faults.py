@@ -59,13 +59,15 @@ def test_worker_killed_on_another_host_ulfm(hosts, tmp_path):
 def test_worker_stopped_on_another_host_heartbeat(hosts, tmp_path):
     run = run_fault(hosts, tmp_path, "stop")
     assert "no heartbeat" in run.value("VICTIM_DEATH"), run
-    assert HEARTBEAT <= float(run.value("DETECT")) < HEARTBEAT + 3, run
+    # silent for HEARTBEAT seconds since it was last heard, which may be up to one
+    # heartbeat interval (HEARTBEAT/4) before the fault
+    assert HEARTBEAT * 0.75 <= float(run.value("DETECT")) < HEARTBEAT + 3, run
     assert run.value("LOST") == "1", run
 
 
 def test_network_to_a_host_cut_then_restored(hosts, tmp_path):
     run = run_fault(hosts, tmp_path, "netcut")
     assert "no heartbeat" in run.value("VICTIM_DEATH"), run
-    assert HEARTBEAT <= float(run.value("DOWN")) < HEARTBEAT + 3, run
+    assert HEARTBEAT * 0.75 <= float(run.value("DOWN")) < HEARTBEAT + 3, run
     # tasks of h2 went to others; h2's workers took none after the cut
     assert int(run.value("LOST")) in (1, 2), run
