@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from conftest import BACKEND
+
 HOSTLIST = "h0:1,h1:2,h2:2"
 
 
@@ -49,4 +51,19 @@ def test_modeller_job_and_message_passing_across_hosts(hosts, tmp_path):
     rank_host = hosts.rank_hosts(HOSTLIST)
     assert [(i, host) for i, host, _ in messages] == [(i, rank_host[i + 1]) for i in range(4)]
     assert all(ok for _, _, ok in messages), run
+    assert hosts.leftovers() == []
+
+
+def test_python_m_mpidispatch_with_a_host_file(hosts, tmp_path):
+    """``python -m mpidispatch -n 5 --hostfile F``: the launcher's own host file format."""
+    hostfile = tmp_path / "hosts"
+    lines = ["h0:1", "h1:2", "h2:2"]
+    if BACKEND == "openmpi":
+        lines = [line.replace(":", " slots=") for line in lines]
+    hostfile.write_text("\n".join(lines) + "\n")
+    argv = [sys.executable, "-m", "mpidispatch", "-n", "5", "--hostfile", str(hostfile),
+            hosts.scenario("faces.py"), "imp", "40"]
+    run = hosts.run("h0", argv, tmp_path, timeout=60)
+    assert run.returncode == 0, run
+    check_results(hosts, run, 40)
     assert hosts.leftovers() == []
