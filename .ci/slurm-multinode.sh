@@ -31,7 +31,7 @@ alive() {  # alive PIDFILE COMM
   local p; [ -s "$1" ] || return 1; p=$(cat "$1" 2>/dev/null) || return 1
   [ -d "/proc/$p" ] && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ]
 }
-on() { local h=$1; shift; timeout "${T:-30}" "$AGENT" "$h" "SLURM_CONF=$CONF $*"; }
+on() { local h=$1; shift; timeout "${T:-30}" "$AGENT" "$h" "export SLURM_CONF=$CONF; $*"; }
 
 stop_pidfile() {  # TERM, wait up to 10 s, KILL
   local pf=$1 comm=$2 p i

@@ -25,7 +25,7 @@ from conftest import BACKEND, ROOT, Run, run_program
 HOSTS_SH = ROOT / ".ci" / "hosts.sh"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 NHOSTS = 3
-DAEMONS = {"slurmctld", "slurmd", "slurmscriptd"}
+DAEMONS = {"slurmctld", "slurmd", "slurmscriptd", "sge_qmaster", "sge_execd"}
 
 
 def rig_unavailable() -> Optional[str]:
@@ -123,8 +123,8 @@ class Cluster:
 
     # -- processes ------------------------------------------------------------------------------
     def pids(self, host: str) -> List[int]:
-        """Processes in ``host``'s network namespace, but the daemons of the three-node Slurm
-        (.ci/slurm-multinode.sh), which outlive tests on purpose."""
+        """Processes in ``host``'s network namespace, but the daemons of the test Slurm and
+        Grid Engine (.ci/slurm-multinode.sh, .ci/sge-multinode.sh): they outlive tests."""
         out = subprocess.run(["ip", "netns", "pids", host], capture_output=True, text=True,
                              timeout=10).stdout
         return [int(p) for p in out.split() if _comm(int(p)) not in DAEMONS]

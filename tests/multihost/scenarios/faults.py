@@ -87,11 +87,12 @@ def inject():
                        timeout=10)
     elif MODE == "nodeloss":
         # every process of the host: its launcher daemon and its workers (but the daemons of
-        # the test Slurm, which other tests need)
+        # the test Slurm and Grid Engine, which other tests need)
         pids = [p for p in subprocess.run(["ip", "netns", "pids", VICTIM_HOST],
                                           capture_output=True, text=True,
                                           timeout=10).stdout.split()
-                if _comm(p) not in ("slurmd", "slurmctld", "slurmscriptd")]
+                if _comm(p) not in ("slurmd", "slurmctld", "slurmscriptd", "sge_qmaster",
+                                    "sge_execd")]
         subprocess.run(["kill", "-KILL"] + pids, timeout=10)
     elif MODE == "netcut":
         subprocess.run(["ip", "-n", VICTIM_HOST, "link", "set", "eth0", "down"], check=True,

@@ -1,5 +1,6 @@
 """Workers on other hosts. Usage: spawn.py HOST [HOST ...] (one LocalWorker per HOST),
-spawn.py --slurm-allocation (SlurmWorkerArray() inside an allocation), or
+spawn.py --slurm-allocation (SlurmWorkerArray() inside an allocation), spawn.py --sge-pe
+(SGEPEWorkerArray() inside a Grid Engine PE job), or
 spawn.py --slurm-submit N [SBATCH OPTIONS] (SlurmWorkerArray(N): an array job that joins).
 
 Runs as a plain ``python`` manager (singleton) or under ``python -m mpidispatch -n 1 --host``.
@@ -29,6 +30,9 @@ m = Manager()
 if sys.argv[1:2] == ["--slurm-allocation"]:      # one worker per slot of this allocation
     from mpidispatch.launch import SlurmWorkerArray
     m.add_worker(SlurmWorkerArray())
+elif sys.argv[1:2] == ["--sge-pe"]:                # one worker per slot of this PE job
+    from mpidispatch.launch import SGEPEWorkerArray
+    m.add_worker(SGEPEWorkerArray())
 elif sys.argv[1:2] == ["--slurm-submit"]:        # an array job whose tasks join
     from mpidispatch.launch import SlurmWorkerArray
     m.add_worker(SlurmWorkerArray(int(sys.argv[2]), options=" ".join(sys.argv[3:])))
