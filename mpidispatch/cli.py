@@ -17,10 +17,13 @@ from typing import List, Optional
 from . import _launcher, _mpienv, _mpiexec
 
 
-def mpiexec_command(nprocs: int, fault_tolerant: bool = False) -> List[str]:
-    """The ``mpiexec`` command line for ``nprocs`` ranks on this machine with the wheel in use
-    (built by :mod:`._mpiexec`)."""
-    return _mpiexec.command(nprocs, (), fault_tolerant, oversubscribe=True)
+def mpiexec_command(nprocs: int, fault_tolerant: bool = False, hosts: Optional[str] = None,
+                    hostfile: Optional[str] = None) -> List[str]:
+    """The ``mpiexec`` command line for ``nprocs`` ranks with the wheel in use, on this
+    machine or on ``hosts`` (``"node1:4,node2:4"``) / ``hostfile`` (built by
+    :mod:`._mpiexec`)."""
+    return _mpiexec.command(nprocs, (), fault_tolerant, oversubscribe=True, hosts=hosts,
+                            hostfile=hostfile)
 
 
 #: The subcommands, with what each does (shown in --help and in the usage line).
@@ -57,6 +60,7 @@ def _run_parser() -> argparse.ArgumentParser:
                         "it adds, or in every rank when already under mpiexec)")
     p.add_argument("--ft", "--fault-tolerant", dest="fault_tolerant", action="store_true",
                    help="launch with the MPI library's fault-tolerance flags")
+    _launcher.add_host_arguments(p)
     p.add_argument("--output", default="worker%d.output", metavar="PATTERN",
                    help="%%d pattern of the workers' log files (default: %(default)s)")
     p.add_argument("script", help="the Python script to run on rank 0")
