@@ -36,7 +36,9 @@ def test_static_world_does_not_survive_a_lost_host(hosts, tmp_path):
     markers = (["lost communication with a remote daemon", "daemon failed to report back"]
                if BACKEND == "openmpi" else ["assert (!closed) failed"])
     assert any(m in run.stdout + run.stderr for m in markers), run
-    assert "did not finish" in run.stderr, run
+    # the launcher says the manager did not finish, or the manager, seeing its launcher
+    # gone, stopped as on SIGTERM (status 143)
+    assert "did not finish" in run.stderr or run.returncode == 143, run
     assert hosts.leftovers() == [], run               # the manager too: it saw its launcher go
 
 

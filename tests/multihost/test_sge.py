@@ -71,11 +71,12 @@ def test_sge_pe_worker_array_across_execution_hosts(sge2, tmp_path):
     workers = json.loads(text.split("WORKERS ", 1)[1].splitlines()[0])
     results = json.loads(text.split("RESULTS ", 1)[1].splitlines()[0])
     assert "MANAGER h1" in text, text
-    assert [w[1] for w in workers] == ["h1", "h2", "h2"], text    # the manager's slot excepted
+    # IMP's rule: one worker per slot, a plain LocalWorker in the manager's own slot
+    assert [w[1] for w in workers] == [None, "h1", "h2", "h2"], text
     assert sorted(r[0] for r in results) == list(range(40)), text
     if BACKEND == "mpich":
-        assert [w[2] for w in workers] == ["h1", "h2", "h2"], text
+        assert [w[2] for w in workers] == ["h1", "h1", "h2", "h2"], text
         assert {h for _, h in results} == {"h1", "h2"}, text
     else:
-        assert [w[3] for w in workers] == ["ready", "dead", "dead"], text
+        assert [w[3] for w in workers] == ["ready", "ready", "dead", "dead"], text
         assert {h for _, h in results} == {"h1"}, text

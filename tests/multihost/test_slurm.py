@@ -98,21 +98,22 @@ def test_submit_static_world_across_nodes(slurm3, tmp_path):
 
 
 def test_slurm_worker_array_inside_a_multinode_allocation(slurm3, tmp_path):
-    """SlurmWorkerArray() spawns a worker per slot of the allocation, on that slot's host."""
+    """SlurmWorkerArray() spawns a worker per slot of the allocation, on that slot's host (IMP's
+    rule: the manager's own slot gets a plain LocalWorker)."""
     wrap = "%s %s --slurm-allocation" % (sys.executable, slurm3.scenario("spawn.py"))
     text = sbatch_and_wait(slurm3, tmp_path, ["-n", "5", "--wrap", wrap], timeout=60)
     assert "SECONDS" in text, text
     workers = json.loads(text.split("WORKERS ", 1)[1].splitlines()[0])
     results = json.loads(text.split("RESULTS ", 1)[1].splitlines()[0])
-    assert [w[1] for w in workers] == ["h0", "h1", "h1", "h2"], text
+    assert [w[1] for w in workers] == [None, "h0", "h1", "h1", "h2"], text
     assert sorted(r[0] for r in results) == list(range(40)), text
     if BACKEND == "mpich":
-        assert [w[2] for w in workers] == ["h0", "h1", "h1", "h2"], text
+        assert [w[2] for w in workers] == ["h0", "h0", "h1", "h1", "h2"], text
         assert {h for _, h in results} == {"h0", "h1", "h2"}, text
     else:
         # Open MPI: a plain-python manager cannot spawn onto other hosts; refused at once,
         # the run goes on with the worker on its own host
-        assert [w[3] for w in workers] == ["ready", "dead", "dead", "dead"], text
+        assert [w[3] for w in workers] == ["ready", "ready", "dead", "dead", "dead"], text
         assert {h for _, h in results} == {"h0"}, text
         errors = json.loads(text.split("START_ERRORS ", 1)[1].splitlines()[0])
         assert len(errors) == 3 and all("plain python" in e for e in errors), text
