@@ -54,6 +54,8 @@ def check_executor(run):
     # progress bar (tqdm) and end-of-run summary on stderr
     assert "20/20" in run.stderr
     assert "map: 20 tasks on 2 workers" in run.stderr
+    # issue 11.5: a failing initializer is logged on the concurrent.futures logger
+    assert "Exception in initializer" in run.stderr and "no such resource" in run.stderr
     assert survivors("scenarios/executor_basic.py") == []
 
 
