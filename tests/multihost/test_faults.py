@@ -25,8 +25,12 @@ HEARTBEAT = 4.0
 
 
 def run_fault(hosts, tmp_path, mode, ntasks=200):
+    # MPICH refuses fault_tolerant=True in a static world (a rank's death ends it): there the
+    # manager runs without it, still under mpiexec -disable-auto-cleanup (--ft); a silent
+    # worker's tasks are requeued all the same.
+    ft = BACKEND == "openmpi"
     argv = [sys.executable, "-m", "mpidispatch", "--ft", "-n", "5", "--host", HOSTLIST,
-            hosts.scenario("faults.py"), mode, str(ntasks), "ft"]
+            hosts.scenario("faults.py"), mode, str(ntasks), "ft" if ft else "noft"]
     env = {"MULTIHOST_AGENT": hosts.agent, "MPIDISPATCH_HEARTBEAT_TIMEOUT": str(HEARTBEAT),
            "MPIDISPATCH_LAUNCHER_GRACE": "2"}
     run = hosts.run("h0", argv, tmp_path, timeout=45, env=env)
@@ -42,7 +46,7 @@ def run_fault(hosts, tmp_path, mode, ntasks=200):
     assert int(run.value("LOST")) >= 1, run
     assert hosts.leftovers() == [], run
     # fault-tolerant mode warns, once, that a lost host would end this run
-    assert (run.stdout + run.stderr).count("a lost host ends the whole run") == 1, run
+    assert (run.stdout + run.stderr).count("a lost host ends the whole run") == int(ft), run
     return run
 
 

@@ -27,8 +27,11 @@ def env_for(hosts, **more):
 
 
 def test_static_world_does_not_survive_a_lost_host(hosts, tmp_path):
+    # (MPICH refuses fault_tolerant=True in a static world up front: the manager runs
+    # without it there, which changes nothing for a lost host)
     argv = [sys.executable, "-m", "mpidispatch", "--ft", "-n", "5", "--host", "h0:1,h1:2,h2:2",
-            hosts.scenario("faults.py"), "nodeloss", "200", "ft"]
+            hosts.scenario("faults.py"), "nodeloss", "200",
+            "ft" if BACKEND == "openmpi" else "noft"]
     run = hosts.run("h0", argv, tmp_path, timeout=45, env=env_for(hosts))
     assert run.returncode != 0, run                   # never reported as a success
     assert run.seconds < 20, run
