@@ -117,6 +117,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "info":
         return info()
+    if argv and argv[0] in ("status", "report"):   # run journals: docs/journal.md
+        from .journal import report, status
+        return (status.status_main if argv[0] == "status" else report.report_main)(argv[1:])
     if argv and argv[0] == "submit":
         from .launch.cli import add_submit_arguments, run_submit
         parser = argparse.ArgumentParser(prog="mpidispatch submit",

@@ -154,7 +154,7 @@ def load_status(path: str) -> Status:
         earlier = conn.execute("SELECT COUNT(*) FROM tasks WHERE state='done' AND session<?",
                                (current.id,)).fetchone()[0]
         reference = time.time() if current.ended is None else current.ended
-        window = min(RATE_WINDOW, max(reference - current.started, 1e-9))
+        window = min(RATE_WINDOW, max(reference - current.started, 1.0))
         recent = conn.execute("SELECT COUNT(*) FROM tasks WHERE ended>=? AND session=?",
                               (reference - window, current.id)).fetchone()[0]
         workers = _workers(conn, "WHERE session=?", (current.id,))

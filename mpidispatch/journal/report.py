@@ -27,6 +27,8 @@ from ._view import Attempt, RunRecord, Session, load_run
 COLOURS = {"done": "#1b9e77", "failed": "#d62728", "lost": "#7f7f7f",
            "interrupted": "#bcbd22", "running": "#1f77b4"}
 DONE_COLOUR = COLOURS["done"]
+#: Other plots use lighter shades, so that DONE_COLOUR appears in the timeline only.
+LIGHT_COLOURS = {"done": "#66c2a5", "failed": "#fc8d62"}
 
 
 # -- figures ---------------------------------------------------------------------------------
@@ -244,8 +246,8 @@ def plot_utilisation(plt: Any, fig: Figures) -> str:
         share = np.where(live > 0, np.minimum(busy / live, 1.0), np.nan) * 100
     width = span / 200
     f, ax = plt.subplots(figsize=(11, 2.6))
-    ax.fill_between(edges[:-1] - fig.start + width / 2, share, step="mid", color=DONE_COLOUR,
-                    alpha=0.6)
+    ax.fill_between(edges[:-1] - fig.start + width / 2, share, step="mid",
+                    color=LIGHT_COLOURS["done"])
     ax.set_ylim(0, 105)
     ax.set_xlim(0, span)
     ax.set_ylabel("% of workers busy")
@@ -267,7 +269,8 @@ def plot_durations(plt: Any, fig: Figures) -> str:
         bins = 40
     ok = [end - a.started for a, end in fig.finished if a.outcome == "done"]
     bad = [end - a.started for a, end in fig.finished if a.outcome == "failed"]
-    ax.hist([ok, bad], bins=bins, stacked=True, color=[COLOURS["done"], COLOURS["failed"]],
+    ax.hist([ok, bad], bins=bins, stacked=True,
+            color=[LIGHT_COLOURS["done"], LIGHT_COLOURS["failed"]],
             label=["done", "failed"])
     ax.set_xlabel("task duration (s)")
     ax.set_ylabel("tasks")

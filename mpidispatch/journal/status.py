@@ -108,8 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def status_main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
+def status_main(argv: Optional[List[str]] = None, out: Optional[TextIO] = None) -> int:
     """Entry point of ``mpidispatch status``. Returns the exit status (2: unreadable)."""
+    out = sys.stdout if out is None else out
     args = _parser().parse_args(argv)
     if args.watch is not None and args.watch <= 0:
         _parser().error("--watch needs a positive number of seconds")
