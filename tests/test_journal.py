@@ -407,26 +407,58 @@ def test_status_of_a_missing_or_foreign_file(tmp_path, capsys):
 
 
 # -- report ---------------------------------------------------------------------------------------
-def make_run(db, n=40):
-    """A journal with two sessions, a lost worker, a failure and a retried task."""
-    t0 = time.time() - 50
+def make_run(db, n=48, workers=3):
+    """A made-up run of ``n`` tasks: a failure, a lost worker whose task ran again, and a
+    manager stopped half-way and resumed with ``workers - 1`` workers. Session times are
+    set to match the made-up task times."""
+    import random
+    rnd = random.Random(7)
+    t0 = time.time() - 3600
+    stop = None
+
+    def farm(j, start, names, host, stop_at=None):
+        free = {w: start + 0.2 * i for i, w in enumerate(names)}
+        for w in names:
+            j.worker_seen(w, host, start, "ready")
+        for i in range(n):
+            k = j.task_key(b"t%d" % i)
+            if j.lookup(k) is not None:
+                continue
+            if not free:
+                break
+            w = min(free, key=free.get)
+            begin, seconds = free[w], rnd.lognormvariate(0.3, 0.5)
+            if stop_at is not None and begin + seconds > stop_at:
+                j.started(k, w, host, begin)     # in flight when the manager stopped
+                del free[w]
+                continue
+            j.started(k, w, host, begin)
+            if w == names[-1] and stop_at is not None and begin > start + 8:
+                j.worker_seen(w, host, begin + seconds / 2, "lost", -9)
+                del free[w]
+                w = min(free, key=free.get)
+                begin = max(free[w], begin + seconds / 2)
+                j.started(k, w, host, begin)
+            j.finished(k, i % 17 != 5, encode_result(i) if i % 17 != 5 else
+                       encode_error(KeyError(i)), begin + seconds)
+            free[w] = begin + seconds + 0.05
+        return max(free.values(), default=start)
+
     j = Journal.open(db, "farm.py")
-    keys = [j.task_key(b"t%d" % i) for i in range(n)]
-    for i, k in enumerate(keys[: n // 2]):
-        w = "worker %d" % (i % 3)
-        j.started(k, w, "node1", t0 + i)
-        j.finished(k, i != 5, encode_result(i) if i != 5 else encode_error(KeyError(i)),
-                   t0 + i + 2.5)
-    j.started(keys[n // 2], "worker 2", "node1", t0 + 21)
-    j.worker_seen("worker 2", "node1", t0 + 22, "lost", -9)
+    stop = t0 + 16
+    farm(j, t0, ["worker %d" % w for w in range(workers)], "node1", stop_at=stop)
     j.close()
     j = Journal.open(db, "farm.py")
-    keys = [j.task_key(b"t%d" % i) for i in range(n)]
-    for i, k in enumerate(keys):
-        if j.lookup(k) is None:
-            j.started(k, "worker %d" % (i % 2), "node2", t0 + 5 + i)
-            j.finished(k, True, encode_result(i), t0 + 6 + i)
+    end = farm(j, stop + 3, ["worker %d" % w for w in range(workers - 1)], "node2")
     j.close()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE sessions SET started=?, last_write=?, ended=? WHERE id=1",
+                 (t0 - 0.5, stop, stop))
+    conn.execute("UPDATE attempts SET ended=? WHERE outcome='interrupted'", (stop,))
+    conn.execute("UPDATE sessions SET started=?, last_write=?, ended=? WHERE id=2",
+                 (stop + 2.5, end + 0.2, end + 0.2))
+    conn.commit()
+    conn.close()
 
 
 def test_report_has_every_section(db, tmp_path):
@@ -434,7 +466,8 @@ def test_report_has_every_section(db, tmp_path):
     run = load_run(db)
     assert len(run.sessions) == 2
     outcomes = sorted(a.outcome for a in run.attempts)
-    assert outcomes.count("lost") == 1 and outcomes.count("failed") == 1
+    assert outcomes.count("lost") == 1 and outcomes.count("interrupted") >= 1
+    assert outcomes.count("failed") >= 1
     assert any(a.tries == 2 for a in run.attempts)
     page = render(run)
     for heading in ("Summary", "Timeline", "Utilisation", "Task durations", "Slowest tasks",

@@ -78,10 +78,11 @@ class Figures:
                 rows.append((state, "%d" % c[state]))
         lost = sum(1 for a, _ in self.bars if a.outcome == "lost")
         interrupted = sum(1 for a, _ in self.bars if a.outcome == "interrupted")
-        rows += [("attempts", "%d (%d lost with their worker, %d interrupted, %d tasks "
-                              "retried)" % (len(self.bars), lost, interrupted, retried)),
-                 ("sessions", "%d (resumed %d times)" % (len(self.run.sessions),
-                                                         max(len(self.run.sessions) - 1, 0))),
+        rows += [("attempts", "%d (%d lost with their worker, %d interrupted; %d task%s ran "
+                              "more than once)" % (len(self.bars), lost, interrupted, retried,
+                                                   "" if retried == 1 else "s")),
+                 ("sessions", "%d (%s)" % (len(self.run.sessions), _times(
+                     "resumed", len(self.run.sessions) - 1))),
                  ("workers", "%d (%d lost)" % (len(self.run.workers), len(self.lost_workers())))]
         wall = self.wall_time
         rows.append(("wall time", "%.1f s" % wall))
@@ -118,6 +119,11 @@ class Figures:
 
     def slowest(self, n: int = 10) -> List[Tuple[Attempt, float]]:
         return sorted(self.finished, key=lambda b: b[0].started - b[1])[:n]
+
+
+def _times(what: str, n: int) -> str:
+    return "not %s" % what if n <= 0 else "%s once" % what if n == 1 else "%s %d times" % (
+        what, n)
 
 
 def _secs(seconds: float) -> str:
@@ -199,7 +205,8 @@ def plot_timeline(plt: Any, fig: Figures) -> str:
                 marker="v", markersize=4, color="black", label="retried task")
     for s in fig.run.sessions[1:]:
         ax.axvline(s.started - fig.start, color="black", linestyle="--", linewidth=0.8)
-        ax.text(s.started - fig.start, -0.9, " resume", fontsize=8, va="bottom")
+        ax.text(s.started - fig.start, len(rows) - 0.55, " resumed", fontsize=8,
+                va="bottom")
     for w in fig.lost_workers():
         if (w.session, w.name) in index and w.last_seen is not None:
             ax.plot([w.last_seen - fig.start], [index[(w.session, w.name)]], marker="X",
@@ -209,8 +216,8 @@ def plot_timeline(plt: Any, fig: Figures) -> str:
     ax.set_ylim(len(rows) - 0.5, -1)
     ax.set_xlim(0, max(fig.end - fig.start, 1e-3))
     ax.set_xlabel("seconds since the run started")
-    ax.set_title("Timeline: one bar per task attempt on each worker")
-    ax.legend(loc="upper right", fontsize=8, ncol=6, framealpha=0.8)
+    ax.set_title("Timeline: one bar per task attempt on each worker", loc="left")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, ncol=6, frameon=False)
     f.tight_layout()
     return _png(f)
 
