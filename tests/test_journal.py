@@ -143,6 +143,7 @@ def test_results_come_back_after_close(db):
         assert isinstance(err, ValueError) and str(err) == "bad 3"
         assert j.lookup(j.task_key(b"never submitted")) is None
         assert j.restored == 10
+        assert j.recorded(keys[7]) == ("done", {"i": 7})
 
 
 def test_failed_tasks_run_again_only_with_retry_failed(db):
@@ -355,7 +356,8 @@ def make_status(**changes):
                   sessions=[Session(1, 1, "node1", [], now - 900, now - 600, now - 600,
                                     "killed"), session],
                   counts={"done": 400, "running": 4, "queued": 596, "failed": 2},
-                  done_earlier=250, finished_recently=120, window=60.0, reference=now,
+                  done_earlier=250, finished_recently=120, finished_in_session=150,
+                  window=60.0, reference=now,
                   workers=[WorkerInfo(2, "worker 1", "node7", "ready", now - 290, now - 1,
                                       None, running=1, tasks_done=80),
                            WorkerInfo(2, "worker 2", "node8", "lost", now - 290, now - 100,
@@ -380,6 +382,7 @@ def test_status_of_a_manager_that_stopped_writing():
     st.sessions[-1].last_write -= 3600
     text = format_status(st)
     assert "not heard from for" in text and "resume" in text and "ETA" not in text
+    assert "150 tasks ended" in text
 
 
 def test_status_reads_a_live_journal(db, capsys):

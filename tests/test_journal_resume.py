@@ -256,25 +256,29 @@ def test_requeue_template_runs_a_farm_to_the_end_across_allocations(tmp_path):
     for name in ("requeue.sbatch", "_mpi_env.sh"):
         shutil.copy(TEMPLATES / name, tmp_path / name)
     (tmp_path / "farm.py").write_text(SLURM_FARM)
-    n, seconds = 60, 1.0      # 30 s of work for 2 workers: more than one 1-minute allocation
+    n, seconds = 50, 1.0      # 25 s of work on 2 workers
     run = "mpiexec -n 3 --oversubscribe python farm.py %d farm.db marks %g" % (n, seconds)
     env = dict(_environment(None), VENV=sys.prefix, RUN=run, STOP_GRACE="30")
-    # A 1-minute limit and the warning 45 s before it (Slurm sends it up to a minute early):
-    # each allocation runs a few seconds of the farm, then requeues.
+    # A 1-minute limit and the warning 50 s before it: Slurm checks limits about every 30 s,
+    # so the warning comes 10-40 s into each allocation; the farm needs more than that.
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--time=1", "--signal=B:USR1@45", "--ntasks=3",
+        ["sbatch", "--parsable", "--time=1", "--signal=B:USR1@50", "--ntasks=2",
          "--export=ALL", "requeue.sbatch"],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=30)
     assert submit.returncode == 0, submit.stderr
     job_id = submit.stdout.strip().split(";")[0]
     output = tmp_path / ("mpi-farm-%s.out" % job_id)
     try:
-        # Each requeue waits ~2 min (Slurm's credential lifetime) before the job may start.
-        deadline = time.monotonic() + 560
+        deadline = time.monotonic() + 540
         while time.monotonic() < deadline:
             state = job_state(job_id)
             if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "GONE", "NODE_FAIL"):
                 break
+            if state == "PENDING":
+                # A requeued job may start only after Slurm's credential lifetime (~2 min);
+                # the test lets it start at once (root may; users need not).
+                subprocess.run(["scontrol", "update", "JobId=%s" % job_id, "StartTime=now"],
+                               capture_output=True, timeout=15)
             time.sleep(2)
         text = output.read_text() if output.exists() else ""
         assert job_state(job_id) in ("COMPLETED", "GONE"), text

@@ -87,6 +87,7 @@ class Journal:
         self.retry_failed = retry_failed
         self.session = session
         self.closed = False
+        self._pid = os.getpid()
         #: Tasks whose recorded result or error :meth:`lookup` handed back in this session.
         self.restored = 0
         self._conn = conn
@@ -191,6 +192,20 @@ class Journal:
         self.restored += 1
         return state, bytes(blob)
 
+    def recorded(self, key: str) -> Optional[Tuple[str, Any]]:
+        """Like :meth:`lookup`, unpickled: ``("done", result)``, ``("failed", exception)``
+        or None. A record that cannot be unpickled any more (its class moved) is logged and
+        taken as not recorded, so the task runs again."""
+        found = self.lookup(key)
+        if found is None:
+            return None
+        try:
+            return found[0], decode(found[1])
+        except JournalError as exc:
+            self.restored -= 1
+            log.warning("task %s runs again: %s", key, exc)
+            return None
+
     # -- records (called from the manager's loop; each only appends) -------------------------
     def queued(self, key: str, t: Optional[float] = None) -> None:
         """The task was handed to the engine."""
@@ -227,6 +242,8 @@ class Journal:
             return
         self.closed = True
         self._stop.set()
+        if os.getpid() != self._pid:   # a forked child: the journal is its parent's
+            return
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
         with self._write_lock:

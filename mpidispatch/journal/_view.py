@@ -71,6 +71,7 @@ class Status:
     counts: Dict[str, int]
     done_earlier: int          # done in an earlier session (restored on resume)
     finished_recently: int     # tasks ended within the rate window
+    finished_in_session: int   # tasks ended in the latest session
     window: float              # seconds the rate is over
     reference: float           # "now" on the manager's clock
     workers: List[WorkerInfo] = field(default_factory=list)
@@ -157,6 +158,8 @@ def load_status(path: str) -> Status:
         window = min(RATE_WINDOW, max(reference - current.started, 1.0))
         recent = conn.execute("SELECT COUNT(*) FROM tasks WHERE ended>=? AND session=?",
                               (reference - window, current.id)).fetchone()[0]
+        in_session = conn.execute("SELECT COUNT(*) FROM tasks WHERE ended IS NOT NULL AND "
+                                  "session=?", (current.id,)).fetchone()[0]
         workers = _workers(conn, "WHERE session=?", (current.id,))
         busy = dict(conn.execute("SELECT worker, COUNT(*) FROM tasks WHERE state='running' "
                                  "AND session=? GROUP BY worker", (current.id,)))
@@ -169,8 +172,8 @@ def load_status(path: str) -> Status:
     for w in workers:
         w.running = busy.get(w.name, 0)
         w.tasks_done = done.get(w.name, 0)
-    return Status(path, meta.get("run_id", "?"), sessions, counts, earlier, recent, window,
-                  reference, workers)
+    return Status(path, meta.get("run_id", "?"), sessions, counts, earlier, recent, in_session,
+                  window, reference, workers)
 
 
 @dataclass

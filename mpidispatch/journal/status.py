@@ -67,6 +67,13 @@ def format_status(st: Status, now: Optional[float] = None) -> str:
     if c.get("interrupted"):
         parts.append("interrupted %d (rerun on resume)" % c["interrupted"])
     lines.append("tasks    %s; %d known" % (", ".join(parts), total))
+    if not st.alive:
+        ran = max(s.last_write - s.started, 0.0)
+        lines.append("last     session: %d tasks ended in %s (%.1f tasks/s)" % (
+            st.finished_in_session, _duration(ran),
+            st.finished_in_session / ran if ran > 0 else 0.0))
+        lines.extend(_worker_lines(st, now))
+        return "\n".join(lines)
     rate = "%.1f tasks/s over the last %s" % (st.rate, _duration(st.window))
     eta = st.eta
     if eta is not None:
@@ -75,6 +82,12 @@ def format_status(st: Status, now: Optional[float] = None) -> str:
     elif st.alive and st.remaining:
         rate += "; ETA unknown (no task ended recently)"
     lines.append("rate     %s" % rate)
+    lines.extend(_worker_lines(st, now))
+    return "\n".join(lines)
+
+
+def _worker_lines(st: Status, now: float) -> List[str]:
+    lines = []
     workers = st.workers
     if workers:
         lost = sum(1 for w in workers if w.state in ("lost", "dead"))
@@ -84,7 +97,9 @@ def format_status(st: Status, now: Optional[float] = None) -> str:
                                                       "last contact"))
         for w in workers:
             state = w.state or "-"
-            if w.running and state in ("ready", "-"):
+            if not st.alive and state in ("ready", "-"):
+                state = "gone"          # its manager is gone
+            elif w.running and state in ("ready", "-"):
                 state = "busy"
             if w.exit_status is not None:
                 state += " (exit %d)" % w.exit_status
@@ -92,8 +107,8 @@ def format_status(st: Status, now: Optional[float] = None) -> str:
                 w.name, w.host or "-", state, w.tasks_done,
                 _ago(None if w.last_seen is None else now - w.last_seen)))
     else:
-        lines.append("workers  none recorded yet")
-    return "\n".join(lines)
+        lines.append("workers  none recorded in this session")
+    return lines
 
 
 def _parser() -> argparse.ArgumentParser:
