@@ -323,7 +323,8 @@ def test_wal_locally_rollback_journal_on_network_file_systems(monkeypatch):
     assert _schema.sqlite_journal_mode("/scratch/me/run.db", mounts) == "WAL"
 
 
-def test_readers_never_block_the_writer(db):
+def test_readers_never_block_the_writer(db, monkeypatch):
+    monkeypatch.setenv("MPIDISPATCH_JOURNAL_WAL", "1")
     with Journal.open(db, "t") as j:
         run_tasks(j, 5)
         j.flush()
@@ -339,6 +340,25 @@ def test_readers_never_block_the_writer(db):
         reader.execute("COMMIT")
         assert reader.execute("SELECT COUNT(*) FROM tasks").fetchone() == (10,)
         reader.close()
+
+
+def test_rollback_mode_readers_delay_commits_but_never_the_manager(db, monkeypatch):
+    """On a network file system (no WAL) a reader holds off a commit; the records are kept
+    and committed once it is done, and recording never waits."""
+    monkeypatch.setenv("MPIDISPATCH_JOURNAL_WAL", "0")
+    monkeypatch.setenv("MPIDISPATCH_JOURNAL_COMMIT_INTERVAL", "0.05")
+    with Journal.open(db, "t") as j:
+        assert j._conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        reader = _schema.connect_reader(db)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM tasks").fetchone()   # holds a shared lock
+        started = time.monotonic()
+        run_tasks(j, 50)
+        assert time.monotonic() - started < 0.5
+        wait_for(lambda: j._failing is not None, timeout=10, what="a commit held off")
+        reader.execute("COMMIT")
+        reader.close()
+        wait_for(lambda: states(db).get("done") == 50, timeout=15, what="the retried commit")
 
 
 def test_the_journal_thread_commits_by_itself(db, monkeypatch):

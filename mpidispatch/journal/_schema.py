@@ -110,7 +110,9 @@ def sqlite_journal_mode(path: str, mounts: Optional[Dict[str, str]] = None) -> s
 
 def connect_writer(path: str) -> sqlite3.Connection:
     """The manager's connection: creates the file, WAL (or rollback) mode, full sync."""
-    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    # The timeout bounds a commit's wait for a reader in rollback-journal mode; the journal's
+    # thread retries a commit that timed out at its next turn.
+    conn = sqlite3.connect(path, timeout=2.0, isolation_level=None, check_same_thread=False)
     mode = sqlite_journal_mode(path)
     conn.execute("PRAGMA journal_mode=%s" % mode)
     # Commits are batched (a few per second), so syncing each one costs little and a node

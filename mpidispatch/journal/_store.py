@@ -34,6 +34,8 @@ log = logging.getLogger("mpidispatch.journal")
 COMMIT_INTERVAL = 0.2
 #: Seconds between heartbeats (``sessions.last_write``) while nothing else is written.
 HEARTBEAT_INTERVAL = 5.0
+#: Seconds :meth:`Journal.close` keeps retrying a commit that failed (a busy file).
+CLOSE_RETRY_SECONDS = 30.0
 
 # Task states.
 QUEUED, RUNNING, DONE, FAILED, INTERRUPTED = "queued", "running", "done", "failed", "interrupted"
@@ -251,6 +253,10 @@ class Journal:
                 self._fold()
                 self._interrupt_running(time.time())
                 self._commit(end=True)
+                deadline = time.monotonic() + CLOSE_RETRY_SECONDS
+                while self._failing and time.monotonic() < deadline:
+                    time.sleep(0.2)   # e.g. a reader holds the file (rollback journal mode)
+                    self._commit(end=True)
             finally:
                 for conn in (self._reader, self._conn):
                     if conn is not None:

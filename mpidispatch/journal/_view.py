@@ -6,6 +6,7 @@ figures are consistent with each other; in WAL mode a reader never blocks the wr
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -136,9 +137,15 @@ def _sessions(conn: sqlite3.Connection) -> List[Session]:
 
 def _workers(conn: sqlite3.Connection, where: str = "", args: tuple = ()) -> List[WorkerInfo]:
     rows = conn.execute("SELECT session, name, host, state, first_seen, last_seen, exit_status "
-                        "FROM workers %s ORDER BY session, first_seen, name" % where,
-                        args).fetchall()
+                        "FROM workers %s" % where, args).fetchall()
+    rows.sort(key=lambda r: (r[0], _natural(r[1])))
     return [WorkerInfo(*row) for row in rows]
+
+
+def _natural(name: str) -> tuple:
+    """Sort key putting 'worker 2' before 'worker 10'."""
+    return tuple(int(part) if part.isdigit() else part
+                 for part in re.split(r"(\d+)", name or ""))
 
 
 def load_status(path: str) -> Status:
