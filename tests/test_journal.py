@@ -51,8 +51,15 @@ def states(path):
     return dict(query(path, "SELECT state, COUNT(*) FROM tasks GROUP BY state"))
 
 
+@pytest.fixture(params=["process", "thread"])
+def db(tmp_path, request, monkeypatch):
+    """A journal path; the test runs with the writer in its own process and in a thread."""
+    monkeypatch.setenv("MPIDISPATCH_JOURNAL_WRITER", request.param)
+    return str(tmp_path / "run.db")
+
+
 @pytest.fixture
-def db(tmp_path):
+def plain_db(tmp_path):
     return str(tmp_path / "run.db")
 
 
@@ -211,6 +218,7 @@ _WRITER = textwrap.dedent("""
     sys.path.insert(0, %r)
     from mpidispatch.journal import Journal, encode_result
     j = Journal.open(sys.argv[1], "t")
+    print("WRITER", j._proc.pid if j._proc else 0, flush=True)
     keys = [j.task_key(b"task%%d" %% i) for i in range(200)]
     for k in keys[:100]:
         j.queued(k); j.started(k, "worker 0", "h"); j.finished(k, True, encode_result(k))
@@ -234,6 +242,7 @@ def test_sigkill_loses_at_most_the_last_batch(db, tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), db], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
+        writer_pid = int(proc.stdout.readline().split()[1])
         assert proc.stdout.readline().strip() == "FINISHED"
         started = time.monotonic()
         wait_for(lambda: states(db).get("done") == 100, what="100 done committed")
@@ -251,6 +260,10 @@ def test_sigkill_loses_at_most_the_last_batch(db, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if writer_pid:   # the writer commits what it received, then ends by itself
+        wait_for(lambda: not os.path.exists("/proc/%d" % writer_pid) or
+                 open("/proc/%d/stat" % writer_pid).read().split()[2] == "Z",
+                 what="the writer process to end")
     counts = states(db)
     assert counts.get("done", 0) >= 100 and counts.get("running", 0) <= 3
     with Journal.open(db, "t") as j:   # the next run: the killed session is closed out
@@ -262,6 +275,30 @@ def test_sigkill_loses_at_most_the_last_batch(db, tmp_path):
     assert how == "killed"
     if counts.get("running") == 3:
         assert query(db, "SELECT COUNT(*) FROM attempts WHERE outcome='interrupted'") == [(3,)]
+
+
+def test_the_writer_process_ends_with_the_journal(plain_db):
+    j = Journal.open(plain_db, "t")
+    proc = j._proc
+    assert proc is not None and proc.poll() is None
+    run_tasks(j, 3)
+    j.close()
+    assert proc.poll() is not None and j._proc is None
+    assert states(plain_db) == {"done": 3}
+
+
+def test_a_dead_writer_process_is_replaced_by_writing_from_the_manager(plain_db, caplog):
+    with Journal.open(plain_db, "t") as j:
+        run_tasks(j, 3)
+        j.flush()
+        j._proc.kill()
+        j._proc.wait()
+        run_tasks(j, 4, prefix=b"after")
+        j.flush()
+        assert j._writer is not None and j._proc is None
+        assert states(plain_db) == {"done": 7}
+    assert "writer process stopped" in caplog.text
+    assert query(plain_db, "SELECT how FROM sessions") == [("closed",)]
 
 
 # -- refusing what would give wrong results -----------------------------------------------------
@@ -298,7 +335,8 @@ def test_files_that_are_not_journals_are_refused(tmp_path):
         Journal.open(str(tmp_path / "missing" / "run.db"), "t")
 
 
-def test_a_journal_in_use_is_refused(db):
+def test_a_journal_in_use_is_refused(db, monkeypatch):
+    monkeypatch.setenv("MPIDISPATCH_JOURNAL_LOCK_WAIT", "0.3")
     with Journal.open(db, "t"):
         with pytest.raises(JournalError, match="in use by another manager"):
             Journal.open(db, "t")
@@ -348,14 +386,15 @@ def test_rollback_mode_readers_delay_commits_but_never_the_manager(db, monkeypat
     monkeypatch.setenv("MPIDISPATCH_JOURNAL_WAL", "0")
     monkeypatch.setenv("MPIDISPATCH_JOURNAL_COMMIT_INTERVAL", "0.05")
     with Journal.open(db, "t") as j:
-        assert j._conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
         reader = _schema.connect_reader(db)
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("delete",)
         reader.execute("BEGIN")
         reader.execute("SELECT COUNT(*) FROM tasks").fetchone()   # holds a shared lock
         started = time.monotonic()
         run_tasks(j, 50)
         assert time.monotonic() - started < 0.5
-        wait_for(lambda: j._failing is not None, timeout=10, what="a commit held off")
+        time_held = time.monotonic() + 3 * 0.05 + 2.5   # a few commit intervals, a busy timeout
+        wait_for(lambda: time.monotonic() > time_held, timeout=10, what="commits held off")
         reader.execute("COMMIT")
         reader.close()
         wait_for(lambda: states(db).get("done") == 50, timeout=15, what="the retried commit")
@@ -405,20 +444,20 @@ def test_status_of_a_manager_that_stopped_writing():
     assert "150 tasks ended" in text
 
 
-def test_status_reads_a_live_journal(db, capsys):
-    with Journal.open(db, "farm.py") as j:
+def test_status_reads_a_live_journal(plain_db, capsys):
+    with Journal.open(plain_db, "farm.py") as j:
         run_tasks(j, 6, fail={2})
         k = j.task_key(b"running")
         j.queued(k)
         j.started(k, "worker 0", "host0")
         j.flush()
-        st = load_status(db)
+        st = load_status(plain_db)
         assert st.counts == {"done": 5, "failed": 1, "running": 1}
         assert st.alive and st.finished_recently == 6
         assert {w.name: w.running for w in st.workers} == {"worker 0": 1, "worker 1": 0}
-        assert status_main([db]) == 0
+        assert status_main([plain_db]) == 0
         assert "running 1" in capsys.readouterr().out
-    assert status_main([db, "--watch", "0.1"]) == 0     # an ended run: prints once, returns
+    assert status_main([plain_db, "--watch", "0.1"]) == 0     # an ended run: prints once, returns
     assert "ended" in capsys.readouterr().out
 
 
@@ -484,9 +523,9 @@ def make_run(db, n=48, workers=3):
     conn.close()
 
 
-def test_report_has_every_section(db, tmp_path):
-    make_run(db)
-    run = load_run(db)
+def test_report_has_every_section(plain_db, tmp_path):
+    make_run(plain_db)
+    run = load_run(plain_db)
     assert len(run.sessions) == 2
     outcomes = sorted(a.outcome for a in run.attempts)
     assert outcomes.count("lost") == 1 and outcomes.count("interrupted") >= 1
@@ -502,7 +541,7 @@ def test_report_has_every_section(db, tmp_path):
     tables = render(run, plots=False)
     assert "data:image" not in tables and "Slowest tasks" in tables
     out = tmp_path / "report.html"
-    assert report_main([db, "-o", str(out)]) == 0
+    assert report_main([plain_db, "-o", str(out)]) == 0
     assert out.read_text().startswith("<!DOCTYPE html>")
 
 
@@ -512,12 +551,12 @@ def chromium():
 
 @pytest.mark.skipif(chromium() is None,
                     reason="needs Chromium: apt-get install -y chromium (Debian package)")
-def test_report_timeline_is_drawn_in_a_real_browser(db, tmp_path):
+def test_report_timeline_is_drawn_in_a_real_browser(plain_db, tmp_path):
     pytest.importorskip("matplotlib")
     import matplotlib.image
-    make_run(db, n=60)
+    make_run(plain_db, n=60)
     page = tmp_path / "report.html"
-    assert report_main([db, "-o", str(page)]) == 0
+    assert report_main([plain_db, "-o", str(page)]) == 0
     shot = tmp_path / "shot.png"
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
            "--user-data-dir=%s" % (tmp_path / "profile"), "--window-size=1200,1100",

@@ -1,11 +1,13 @@
-"""The journal writer: the manager records what happens to each task, cheaply and in order.
+"""The journal as the manager sees it: keys, lookups, and records that cost next to nothing.
 
-The manager's loop only appends small tuples to a queue (well under a microsecond each); a
-thread of the journal's own drains that queue at most every :data:`COMMIT_INTERVAL` seconds,
-folds the records into rows, writes them in one SQLite transaction and commits. So a
-SIGKILL loses at most the records of the last fraction of a second, and the loop never waits
-for the disk. Large results are written to files beside the database before the commit
-that refers to them.
+The manager's loop only appends small tuples to a queue (well under a microsecond each). A
+thread of the journal drains that queue at most every :data:`COMMIT_INTERVAL` seconds and
+hands the batch to the :class:`~._writer.Writer`, which runs in a process of its own (so its
+work never holds the manager's interpreter lock) and commits each batch in one SQLite
+transaction. A SIGKILL of the manager loses at most the records of the last interval; the
+writer commits what it received before it ends. ``MPIDISPATCH_JOURNAL_WRITER=thread`` keeps
+the writer in a thread of the manager instead (also the fallback when its process cannot be
+started or dies).
 """
 from __future__ import annotations
 
@@ -15,18 +17,22 @@ import json
 import logging
 import os
 import pickle
+import select
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Optional, Tuple
 
 from ..errors import Error
 from . import _schema
 from ._keys import KeyMaker, Parts
+from ._writer import (DONE, FAILED, OP_FINISHED, OP_QUEUED, OP_STARTED, OP_WORKER, Writer,
+                      read_frame, send_frame)
 
 log = logging.getLogger("mpidispatch.journal")
 
@@ -34,15 +40,10 @@ log = logging.getLogger("mpidispatch.journal")
 COMMIT_INTERVAL = 0.2
 #: Seconds between heartbeats (``sessions.last_write``) while nothing else is written.
 HEARTBEAT_INTERVAL = 5.0
-#: Seconds :meth:`Journal.close` keeps retrying a commit that failed (a busy file).
-CLOSE_RETRY_SECONDS = 30.0
-
-# Task states.
-QUEUED, RUNNING, DONE, FAILED, INTERRUPTED = "queued", "running", "done", "failed", "interrupted"
-# Attempt outcomes besides DONE/FAILED.
-LOST = "lost"
-
-_OP_QUEUED, _OP_STARTED, _OP_FINISHED, _OP_WORKER = range(4)
+#: Seconds to wait for the writer to confirm a flush or the final commit.
+ACK_TIMEOUT = 60.0
+#: Seconds :meth:`Journal.open` waits for a journal in use (``MPIDISPATCH_JOURNAL_LOCK_WAIT``).
+LOCK_WAIT = 5.0
 
 _open_journals: "weakref.WeakSet[Journal]" = weakref.WeakSet()
 
@@ -78,8 +79,8 @@ class Journal:
 
     Open it with :meth:`open`. The manager's loop calls :meth:`queued`, :meth:`started`,
     :meth:`finished` and :meth:`worker_seen` as things happen; each only appends to a queue.
-    A face asks :meth:`lookup` before it queues a task: a recorded result comes back
-    instead of running the task again.
+    A face asks :meth:`lookup` (or :meth:`recorded`) before it queues a task: a recorded
+    result comes back instead of running the task again.
     """
 
     def __init__(self, path: str, run_id: str, retry_failed: bool, conn: sqlite3.Connection,
@@ -89,26 +90,29 @@ class Journal:
         self.retry_failed = retry_failed
         self.session = session
         self.closed = False
-        self._pid = os.getpid()
         #: Tasks whose recorded result or error :meth:`lookup` handed back in this session.
         self.restored = 0
-        self._conn = conn
+        self._pid = os.getpid()
         self._lock_file = lock_file
         self._has_final = has_final
         self._keys = KeyMaker()
         self._ops: Deque[tuple] = deque()
-        self._write_lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._reader: Optional[sqlite3.Connection] = None
         self._results_dir = _schema.results_dir(path)
         self._interval = _env_float("JOURNAL_COMMIT_INTERVAL", COMMIT_INTERVAL)
-        # Folded state not yet committed (kept across a failed commit, retried next time).
-        self._task_rows: Dict[str, list] = {}
-        self._attempt_rows: List[tuple] = []
-        self._worker_rows: Dict[str, list] = {}
-        self._running: Dict[str, tuple] = {}   # key -> (worker, host, started)
-        self._last_write = 0.0
+        self._last_send = time.monotonic()
         self._failing: Optional[str] = None
+        self._seq = 0
+        self._writer: Optional[Writer] = None    # in this process (thread mode)
+        self._proc: Optional[subprocess.Popen] = None
+        self._to_writer = self._from_writer = -1
+        if os.environ.get("MPIDISPATCH_JOURNAL_WRITER", "process").strip() == "thread" or \
+                not self._start_process():
+            self._writer = Writer(path, session, conn)
+        else:
+            conn.close()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mpidispatch-journal",
                                         daemon=True)
@@ -211,35 +215,41 @@ class Journal:
     # -- records (called from the manager's loop; each only appends) -------------------------
     def queued(self, key: str, t: Optional[float] = None) -> None:
         """The task was handed to the engine."""
-        self._ops.append((_OP_QUEUED, key, time.time() if t is None else t))
+        self._ops.append((OP_QUEUED, key, time.time() if t is None else t))
 
     def started(self, key: str, worker: str, host: Optional[str],
                 t: Optional[float] = None) -> None:
         """The task was sent to ``worker`` on ``host``."""
-        self._ops.append((_OP_STARTED, key, time.time() if t is None else t, worker, host))
+        self._ops.append((OP_STARTED, key, time.time() if t is None else t, worker, host))
 
     def finished(self, key: str, ok: bool, blob: bytes, t: Optional[float] = None) -> None:
         """The task ended: ``ok`` with ``blob`` its pickled result, or failed with ``blob``
         the pickled exception (see :func:`encode_result`, :func:`encode_error`)."""
-        self._ops.append((_OP_FINISHED, key, time.time() if t is None else t, ok, blob))
+        self._ops.append((OP_FINISHED, key, time.time() if t is None else t, ok, blob))
 
     def worker_seen(self, name: str, host: Optional[str], t: Optional[float] = None,
                     state: str = "ready", exit_status: Optional[int] = None) -> None:
         """A worker said hello (``ready``), was ``lost`` (with its exit status) or
         ``stopped``. A lost worker's running attempts are marked lost."""
-        self._ops.append((_OP_WORKER, name, time.time() if t is None else t, host, state,
+        self._ops.append((OP_WORKER, name, time.time() if t is None else t, host, state,
                           exit_status))
 
     # -- committing --------------------------------------------------------------------------
     def flush(self) -> None:
-        """Commit every record made so far, now (the journal's thread does this by itself
-        at most every 0.2 s; call it before an exit path that may not reach :meth:`close`).
-        """
-        with self._write_lock:
-            self._commit()
+        """Commit every record made so far, now (the journal does this by itself at most every
+        0.2 s; call it before an exit path that may not reach :meth:`close`). Waits for the
+        writer, at most ``ACK_TIMEOUT`` seconds."""
+        with self._send_lock:
+            self._send(force=True)
+            if self._writer is not None:
+                self._writer.commit()
+                self._failing = self._writer.failing
+            else:
+                self._request(("flush",))
 
     def close(self) -> None:
-        """Commit, mark this session ended, stop the journal's thread, release the file."""
+        """Commit, mark tasks still running as interrupted and this session as ended, stop the
+        writer, release the file. Also done at interpreter exit."""
         if self.closed:
             return
         self.closed = True
@@ -248,23 +258,25 @@ class Journal:
             return
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
-        with self._write_lock:
+        with self._send_lock:
             try:
-                self._fold()
-                self._interrupt_running(time.time())
-                self._commit(end=True)
-                deadline = time.monotonic() + CLOSE_RETRY_SECONDS
-                while self._failing and time.monotonic() < deadline:
-                    time.sleep(0.2)   # e.g. a reader holds the file (rollback journal mode)
-                    self._commit(end=True)
+                self._send(force=True)
+                if self._writer is not None:
+                    if not self._writer.close(time.time()):
+                        self._failing = self._writer.failing
+                else:
+                    self._request(("close", time.time()))
+                    self._end_process()
+                    if self._writer is not None:      # it died meanwhile: finish here
+                        if not self._writer.close(time.time()):
+                            self._failing = self._writer.failing
             finally:
-                for conn in (self._reader, self._conn):
-                    if conn is not None:
-                        try:
-                            conn.close()
-                        except sqlite3.Error:
-                            pass
-                self._reader = None
+                if self._reader is not None:
+                    try:
+                        self._reader.close()
+                    except sqlite3.Error:
+                        pass
+                    self._reader = None
                 _release_lock(self._lock_file)
         _open_journals.discard(self)
         if self._failing:
@@ -278,192 +290,117 @@ class Journal:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            now = time.time()
-            if self._ops or now - self._last_write >= HEARTBEAT_INTERVAL:
-                with self._write_lock:
-                    if not self.closed:
-                        self._commit()
+            with self._send_lock:
+                if not self.closed:
+                    self._send()
 
-    def _commit(self, end: bool = False) -> None:
-        """Fold the queued records into rows and write them in one transaction."""
-        self._fold()
-        now = time.time()
-        try:
-            self._write_result_files()
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._task_rows:
-                    conn.executemany(_UPSERT_TASK, [[k] + r for k, r in self._task_rows.items()])
-                if self._attempt_rows:
-                    conn.executemany(_INSERT_ATTEMPT, self._attempt_rows)
-                if self._worker_rows:
-                    conn.executemany(_UPSERT_WORKER, list(self._worker_rows.values()))
-                if end:
-                    conn.execute("UPDATE sessions SET last_write=?, ended=?, how='closed' "
-                                 "WHERE id=?", (now, now, self.session))
-                    conn.execute("UPDATE workers SET state='stopped' WHERE session=? AND "
-                                 "(state IS NULL OR state='ready')", (self.session,))
-                else:
-                    conn.execute("UPDATE sessions SET last_write=? WHERE id=?",
-                                 (now, self.session))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            if self._failing is None:
-                log.warning("cannot write the journal %s (will retry): %s", self.path, exc)
-            self._failing = str(exc)
-            return
-        self._failing = None
-        self._last_write = now
-        self._task_rows.clear()
-        self._attempt_rows.clear()
-        self._worker_rows.clear()
-
-    def _fold(self) -> None:
-        """Turn queued records into the rows to upsert (last state wins, tries add up).
-
-        A task's row holds its latest attempt; an attempt that ends without a result (its
-        worker was lost) becomes a row of ``attempts``.
-        """
+    def _send(self, force: bool = False) -> None:
+        """Hand the queued records to the writer (with the send lock held)."""
         ops = self._ops
-        tasks = self._task_rows
-        running = self._running
-        session = self.session
-        for _ in range(len(ops)):
-            op = ops.popleft()
-            kind, key, t = op[0], op[1], op[2]
-            if kind == _OP_WORKER:
-                self._fold_worker(op)
-                continue
-            row = tasks.get(key)
-            if row is None:
-                # state, tries, worker, host, queued, started, ended, session, result, file
-                row = tasks[key] = [QUEUED, 0, None, None, None, None, None, session, None,
-                                    None]
-            if kind == _OP_QUEUED:
-                row[0], row[4], row[6], row[8], row[9] = QUEUED, t, None, None, None
-            elif kind == _OP_STARTED:
-                worker, host = op[3], op[4]
-                previous = running.get(key)
-                if previous is not None:   # started again without an end: its worker was lost
-                    self._lost_attempt(key, previous, t)
-                running[key] = (worker, host, t)
-                row[0], row[2], row[3], row[5], row[6], row[8], row[9] = (
-                    RUNNING, worker, host, t, None, None, None)
-                row[1] += 1
-                self._touch_worker(worker, host, t)
-            else:
-                ok, blob = op[3], op[4]
-                row[0], row[6], row[8], row[9] = (DONE if ok else FAILED), t, blob, None
-                attempt = running.pop(key, None)
-                if attempt is not None:
-                    self._touch_worker(attempt[0], attempt[1], t)
+        batch = [ops.popleft() for _ in range(len(ops))]
+        now = time.monotonic()
+        if not batch and not force and now - self._last_send < HEARTBEAT_INTERVAL:
+            return
+        self._last_send = now
+        if self._writer is not None:
+            self._writer.fold(batch)
+            self._writer.commit()
+            self._failing = self._writer.failing
+            return
+        try:
+            send_frame(self._to_writer, ("ops", batch) if batch else ("beat",))
+        except OSError as exc:
+            self._writer_died("sending to it failed: %s" % exc)
+            self._writer.fold(batch)
+            self._writer.commit()
 
-    def _lost_attempt(self, key: str, attempt: tuple, t: float) -> None:
-        worker, host, started = attempt
-        self._attempt_rows.append((key, self.session, worker, host, started, t, LOST))
+    # -- the writer process --------------------------------------------------------------------
+    def _start_process(self) -> bool:
+        """Start the writer process; False (and a warning) if it cannot be started."""
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = ("import sys; sys.path[:0] = [%r]; "
+                "from mpidispatch.journal._writer import main; main()" % root)
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", code, self.path, str(self.session)],
+                stdin=to_r, stdout=from_w, stderr=None, close_fds=True,
+                pass_fds=(self._lock_file.fileno(),))   # the writer holds the lock too
+        except OSError as exc:
+            for fd in (to_r, to_w, from_r, from_w):
+                os.close(fd)
+            log.warning("cannot start the journal's writer process (%s); writing from a "
+                        "thread instead", exc)
+            return False
+        os.close(to_r)
+        os.close(from_w)
+        self._to_writer, self._from_writer = to_w, from_r
+        return True
 
-    def _interrupt_running(self, t: float) -> None:
-        """The manager stops with tasks in flight: their attempts end ``interrupted``."""
-        for key, (worker, host, started) in self._running.items():
-            self._attempt_rows.append((key, self.session, worker, host, started, t,
-                                       INTERRUPTED))
-            row = self._task_rows.get(key)
-            if row is None:
-                row = self._task_rows[key] = [QUEUED, 0, None, None, None, None, None,
-                                              self.session, None, None]
-            row[0] = INTERRUPTED
-        self._running.clear()
-        for row in self._worker_rows.values():
-            if row[3] in (None, "ready"):
-                row[3] = "stopped"
+    def _request(self, message: tuple) -> None:
+        """Send a flush or close request and wait for the writer's answer (bounded)."""
+        self._seq += 1
+        try:
+            send_frame(self._to_writer, (message[0], self._seq) + message[1:])
+            answer = self._answer(ACK_TIMEOUT)
+        except OSError as exc:
+            answer = None
+            reason = str(exc)
+        else:
+            reason = "no answer within %g s" % ACK_TIMEOUT
+        if answer is None or answer[0] != self._seq:
+            self._writer_died(reason)
+            if message[0] == "flush":
+                self._writer.commit()
+            return
+        self._failing = answer[1]
 
-    def _fold_worker(self, op: tuple) -> None:
-        _, name, t, host, state, exit_status = op
-        row = self._touch_worker(name, host, t)
-        row[3] = state
-        if exit_status is not None:
-            row[6] = exit_status
-        if state in ("lost", "stopped", "dead"):
-            for key, attempt in list(self._running.items()):
-                if attempt[0] == name:
-                    del self._running[key]
-                    self._lost_attempt(key, attempt, t)
-                    task = self._task_rows.get(key)
-                    if task is None:
-                        task = self._task_rows[key] = [QUEUED, 0, None, None, None, None,
-                                                       None, self.session, None, None]
-                    task[0] = QUEUED   # the engine requeues it (or reports it failed)
+    def _answer(self, timeout: float) -> Optional[tuple]:
+        deadline = time.monotonic() + timeout
+        chunks = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self._from_writer], [], [], left)
+            if not ready:
+                return None
+            data = os.read(self._from_writer, 65536)
+            if not data:
+                return None
+            chunks += data
+            if len(chunks) >= 8 and len(chunks) >= 8 + int.from_bytes(chunks[:8], "little"):
+                import io
+                return read_frame(io.BytesIO(chunks))
 
-    def _touch_worker(self, name: str, host: Optional[str], t: float) -> list:
-        row = self._worker_rows.get(name)
-        if row is None:
-            # session, name, host, state, first_seen, last_seen, exit_status
-            row = self._worker_rows[name] = [self.session, name, host, None, t, t, None]
-        if host:
-            row[2] = host
-        if t > row[5]:
-            row[5] = t
-        return row
+    def _writer_died(self, reason: str) -> None:
+        """The writer process is gone (or stuck): go on writing from this process."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        status = self._end_process()
+        log.error("the journal's writer process stopped (%s; exit status %s); the records it "
+                  "had not committed are lost, and they run again on resume. Writing from the "
+                  "manager from now on.", reason, status)
+        self._writer = Writer(self.path, self.session)
 
-    def _write_result_files(self) -> None:
-        """Move results larger than INLINE_RESULT_MAX into files (before the commit)."""
-        for key, row in self._task_rows.items():
-            blob = row[8]
-            if blob is None or len(blob) <= _schema.INLINE_RESULT_MAX:
-                continue
-            os.makedirs(self._results_dir, mode=0o700, exist_ok=True)
-            name = result_file_name(key)
-            final = os.path.join(self._results_dir, name)
-            tmp = final + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            row[8], row[9] = None, name
-
-
-_UPSERT_TASK = """
-INSERT INTO tasks (key, state, tries, worker, host, queued, started, ended, session, result,
-                   result_file)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET
-    state = excluded.state,
-    tries = tasks.tries + excluded.tries,
-    worker = COALESCE(excluded.worker, tasks.worker),
-    host = COALESCE(excluded.host, tasks.host),
-    queued = COALESCE(excluded.queued, tasks.queued),
-    started = COALESCE(excluded.started, tasks.started),
-    ended = excluded.ended,
-    session = excluded.session,
-    result = excluded.result,
-    result_file = excluded.result_file
-"""
-
-_INSERT_ATTEMPT = """
-INSERT INTO attempts (key, session, worker, host, started, ended, outcome)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
-
-_UPSERT_WORKER = """
-INSERT INTO workers (session, name, host, state, first_seen, last_seen, exit_status)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (session, name) DO UPDATE SET
-    host = COALESCE(excluded.host, workers.host),
-    state = COALESCE(excluded.state, workers.state),
-    last_seen = MAX(excluded.last_seen, workers.last_seen),
-    exit_status = COALESCE(excluded.exit_status, workers.exit_status)
-"""
-
-
-def result_file_name(key: str) -> str:
-    """File name (in ``run.db-results/``) of a task's large result: keys may hold any text."""
-    import hashlib
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest() + ".pickle"
+    def _end_process(self) -> Optional[int]:
+        """Close the pipes and reap the writer (killing it if it does not end in time)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        self._proc = None
+        for fd in (self._to_writer, self._from_writer):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._to_writer = self._from_writer = -1
+        try:
+            return proc.wait(timeout=ACK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
 
 
 def _check_trusted(path: str) -> None:
@@ -483,9 +420,17 @@ def _check_trusted(path: str) -> None:
 def _take_lock(path: str) -> Any:
     """Hold ``run.db.lock`` for as long as this manager writes the journal."""
     lock_file = open(_schema.lock_path(path), "a+")
-    try:
-        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    # The writer process of a manager that was just killed holds it while it commits what it
+    # received: wait a little for that, not for a live run.
+    deadline = time.monotonic() + _env_float("JOURNAL_LOCK_WAIT", LOCK_WAIT)
+    while True:
+        try:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
         lock_file.seek(0)
         holder = lock_file.read().strip() or "another process"
         lock_file.close()
