@@ -20,6 +20,7 @@ import argparse
 import functools
 import inspect
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,9 +42,18 @@ def payloads(n):
     return [_serialize.dumps(functools.partial(noop, i))[0] for i in range(n)]
 
 
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def journal_alone(data, directory):
+    """(tasks/s on the manager's thread, tasks/s until committed, manager CPU us/task,
+    writer process CPU us/task, journal path)."""
     path = os.path.join(directory, "alone-%d.db" % time.monotonic_ns())
+    children = children_cpu()
     j = Journal.open(path, "bench")
+    cpu = time.process_time()
     t0 = time.perf_counter()
     for i, payload in enumerate(data):
         key = j.task_key(payload)
@@ -54,7 +64,9 @@ def journal_alone(data, directory):
     t1 = time.perf_counter()
     j.close()
     t2 = time.perf_counter()
-    return len(data) / (t1 - t0), len(data) / (t2 - t0), path
+    n = len(data)
+    return (n / (t1 - t0), n / (t2 - t0), (time.process_time() - cpu) / n * 1e6,
+            (children_cpu() - children) / n * 1e6, path)
 
 
 def resume(data, path):
@@ -125,8 +137,10 @@ def main():
               "lookup, 3 records)" % (loop_rate, 1e6 / loop_rate))
         print("               %9.0f tasks/s until all is committed (%9.0f records/s)"
               % (med(r[1] for r in runs), 3 * med(r[1] for r in runs)))
+        print("CPU per task:  %9.1f us in the manager process, %.1f us in the writer process"
+              % (med(r[2] for r in runs), med(r[3] for r in runs)))
         print("resume:        %9.0f lookups/s of recorded tasks (key + read of the result)"
-              % med(resume(data, runs[0][2]) for _ in range(a.repeat)))
+              % med(resume(data, runs[0][4]) for _ in range(a.repeat)))
         without = med(loop(data, tmp, a.loop_us, False) for _ in range(a.repeat))
         with_j = med(loop(data, tmp, a.loop_us, True) for _ in range(a.repeat))
         print("stand-in loop (%g us/task): %9.0f tasks/s without, %9.0f with the journal "
