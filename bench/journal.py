@@ -10,7 +10,8 @@
    engine's own cost at ~50,000 tasks/s), with and without the journal: the journal's
    thread competes with it for the interpreter lock.
 4. Once the faces take ``journal=``: real no-op tasks over MPI (``mpiexec`` world, 2
-   workers, the IMP ``Manager``) with and without the journal, side by side.
+   workers, the IMP ``Manager``) without the journal and with it (writer in a thread, the
+   default, and in a process of its own), side by side.
 
 Prints medians of ``--repeat`` runs. Measure on an otherwise idle machine.
 """
@@ -108,12 +109,13 @@ def faces_take_journal():
     return "journal" in inspect.signature(Manager.__init__).parameters
 
 
-def mpi_rate(n, journal):
+def mpi_rate(n, journal, writer="thread"):
     from mpidispatch.cli import mpiexec_command
     from throughput import environment
     cmd = mpiexec_command(3) + [sys.executable, os.path.join(HERE, "_journal_run.py"), str(n),
                                 journal or "-"]
-    out = subprocess.run(cmd, env=environment(), capture_output=True, text=True, timeout=600)
+    env = dict(environment(), MPIDISPATCH_JOURNAL_WRITER=writer)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             return float(line.split()[1])
@@ -149,10 +151,17 @@ def main():
             print("MPI runs: skipped (the faces do not take journal= yet)")
             return
         n = a.mpi_tasks
-        without = med(mpi_rate(n, None) for _ in range(a.repeat))
-        with_j = med(mpi_rate(n, os.path.join(tmp, "mpi-%d.db" % i)) for i in range(a.repeat))
-        print("MPI, mpiexec world, 2 workers, %d no-op tasks: %9.0f tasks/s without, %9.0f "
-              "with the journal (%.0f %%)" % (n, without, with_j, 100 * with_j / without))
+        rates = {"without": [], "thread": [], "process": []}
+        for i in range(a.repeat):   # interleaved, so that a change of load hits all three
+            rates["without"].append(mpi_rate(n, None))
+            for writer in ("thread", "process"):
+                rates[writer].append(mpi_rate(n, os.path.join(tmp, "mpi-%s-%d.db" % (writer, i)),
+                                              writer))
+        without = med(rates["without"])
+        print("MPI, mpiexec world, 2 workers, %d no-op tasks: %.0f tasks/s without the journal; "
+              "with it: %.0f (%.0f %%, writer thread), %.0f (%.0f %%, writer process)" % (
+                  n, without, med(rates["thread"]), 100 * med(rates["thread"]) / without,
+                  med(rates["process"]), 100 * med(rates["process"]) / without))
 
 
 if __name__ == "__main__":

@@ -277,7 +277,8 @@ def test_sigkill_loses_at_most_the_last_batch(db, tmp_path):
         assert query(db, "SELECT COUNT(*) FROM attempts WHERE outcome='interrupted'") == [(3,)]
 
 
-def test_the_writer_process_ends_with_the_journal(plain_db):
+def test_the_writer_process_ends_with_the_journal(plain_db, monkeypatch):
+    monkeypatch.setenv("MPIDISPATCH_JOURNAL_WRITER", "process")
     j = Journal.open(plain_db, "t")
     proc = j._proc
     assert proc is not None and proc.poll() is None
@@ -287,7 +288,9 @@ def test_the_writer_process_ends_with_the_journal(plain_db):
     assert states(plain_db) == {"done": 3}
 
 
-def test_a_dead_writer_process_is_replaced_by_writing_from_the_manager(plain_db, caplog):
+def test_a_dead_writer_process_is_replaced_by_writing_from_the_manager(plain_db, caplog,
+                                                                     monkeypatch):
+    monkeypatch.setenv("MPIDISPATCH_JOURNAL_WRITER", "process")
     with Journal.open(plain_db, "t") as j:
         run_tasks(j, 3)
         j.flush()

@@ -2,12 +2,15 @@
 
 The manager's loop only appends small tuples to a queue (well under a microsecond each). A
 thread of the journal drains that queue at most every :data:`COMMIT_INTERVAL` seconds and
-hands the batch to the :class:`~._writer.Writer`, which runs in a process of its own (so its
-work never holds the manager's interpreter lock) and commits each batch in one SQLite
-transaction. A SIGKILL of the manager loses at most the records of the last interval; the
-writer commits what it received before it ends. ``MPIDISPATCH_JOURNAL_WRITER=thread`` keeps
-the writer in a thread of the manager instead (also the fallback when its process cannot be
-started or dies).
+hands the batch to the :class:`~._writer.Writer`, which commits it in one SQLite transaction.
+A SIGKILL of the manager loses at most the records of the last interval.
+
+By default the writer works in that thread. ``MPIDISPATCH_JOURNAL_WRITER=process`` runs it
+in a process of its own instead: the manager then spends about 5 instead of 13 us of CPU
+per task and never shares its interpreter lock with the writer, which pays off when the
+manager's host has a core to spare; on a host whose cores are all busy (measured: 2 cores,
+3 MPI processes) the extra process costs more than it saves. A writer process that cannot
+be started or dies is replaced by the thread.
 """
 from __future__ import annotations
 
@@ -108,7 +111,7 @@ class Journal:
         self._writer: Optional[Writer] = None    # in this process (thread mode)
         self._proc: Optional[subprocess.Popen] = None
         self._to_writer = self._from_writer = -1
-        if os.environ.get("MPIDISPATCH_JOURNAL_WRITER", "process").strip() == "thread" or \
+        if os.environ.get("MPIDISPATCH_JOURNAL_WRITER", "thread").strip() != "process" or \
                 not self._start_process():
             self._writer = Writer(path, session, conn)
         else:

@@ -4,9 +4,10 @@ The manager's loop only appends records (small tuples) to a queue. A :class:`Wri
 batch of them into one row per task (the last state wins, tries add up; an attempt that
 ended without a result becomes a row of ``attempts``) and writes them in one transaction.
 
-It runs in a process of its own (:func:`main`, started by :class:`~._store.Journal`), so that
-its work never holds the manager's interpreter lock, or, as a fallback, in a thread of the
-manager. The process reads framed batches on stdin and answers flush requests on stdout; it
+It runs in a thread of the manager, or (``MPIDISPATCH_JOURNAL_WRITER=process``) in a process
+of its own (:func:`main`, started by :class:`~._store.Journal`), so that its work never holds
+the manager's interpreter lock. The process reads framed batches on stdin and answers flush
+requests on stdout; it
 ignores SIGINT/SIGTERM/SIGHUP (its manager decides when to stop) and ends when its stdin
 closes, after committing what it received: a manager killed with SIGKILL loses only the
 records it had not sent yet (at most one commit interval).
