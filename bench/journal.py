@@ -118,7 +118,7 @@ def mpi_rate(n, journal, writer="thread"):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
-            return float(line.split()[1])
+            return tuple(float(x) for x in line.split()[1:3])
     raise RuntimeError("%s failed:\n%s\n%s" % (" ".join(cmd), out.stdout, out.stderr[-2000:]))
 
 
@@ -157,11 +157,14 @@ def main():
             for writer in ("thread", "process"):
                 rates[writer].append(mpi_rate(n, os.path.join(tmp, "mpi-%s-%d.db" % (writer, i)),
                                               writer))
-        without = med(rates["without"])
-        print("MPI, mpiexec world, 2 workers, %d no-op tasks: %.0f tasks/s without the journal; "
-              "with it: %.0f (%.0f %%, writer thread), %.0f (%.0f %%, writer process)" % (
-                  n, without, med(rates["thread"]), 100 * med(rates["thread"]) / without,
-                  med(rates["process"]), 100 * med(rates["process"]) / without))
+        print("MPI, mpiexec world, 2 workers, %d no-op tasks (median of %d, interleaved):"
+              % (n, a.repeat))
+        without = med(r[0] for r in rates["without"])
+        for name, runs in rates.items():
+            rate = med(r[0] for r in runs)
+            print("  %-28s %9.0f tasks/s (%3.0f %%)  manager CPU %5.1f us/task" % (
+                "without the journal" if name == "without" else "journal, writer " + name,
+                rate, 100 * rate / without, med(r[1] for r in runs)))
 
 
 if __name__ == "__main__":
