@@ -243,11 +243,8 @@ class Journal:
         0.2 s; call it before an exit path that may not reach :meth:`close`). Waits for the
         writer, at most ``ACK_TIMEOUT`` seconds."""
         with self._send_lock:
-            self._send(force=True)
-            if self._writer is not None:
-                self._writer.commit()
-                self._failing = self._writer.failing
-            else:
+            self._send(force=True)           # commits, in thread mode
+            if self._writer is None:
                 self._request(("flush",))
 
     def close(self) -> None:
