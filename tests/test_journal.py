@@ -403,6 +403,52 @@ def test_rollback_mode_readers_delay_commits_but_never_the_manager(db, monkeypat
         wait_for(lambda: states(db).get("done") == 50, timeout=15, what="the retried commit")
 
 
+def test_a_closed_journal_is_left_readable_without_its_wal_files(db, monkeypatch):
+    monkeypatch.setenv("MPIDISPATCH_JOURNAL_WAL", "1")
+    with Journal.open(db, "t") as j:
+        run_tasks(j, 2)
+        j.flush()
+        assert query(db, "PRAGMA journal_mode") == [("wal",)]
+    assert query(db, "PRAGMA journal_mode") == [("delete",)]
+    assert not os.path.exists(db + "-wal") and not os.path.exists(db + "-shm")
+
+
+def as_nobody(code):
+    """Run Python ``code`` as user nobody with the system's python3 (ours may live where
+    nobody cannot read, e.g. under /root)."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or "python3"
+    prologue = "import os, sys; os.setgid(%d); os.setuid(%d); sys.path.insert(0, %r); " % (
+        nobody.pw_gid, nobody.pw_uid, str(ROOT))
+    return subprocess.run([python, "-c", prologue + code], capture_output=True, text=True,
+                          timeout=60, cwd="/")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to read as another user")
+def test_another_user_may_read_a_journal_it_cannot_write():
+    probe = as_nobody("import mpidispatch.journal._view")
+    if probe.returncode != 0:
+        pytest.skip("user nobody cannot import mpidispatch with the system python3: %s"
+                    % probe.stderr.strip().splitlines()[-1:])
+    import tempfile
+    shared = tempfile.mkdtemp(prefix="journal-readable-", dir="/tmp")   # pytest's is private
+    try:
+        os.chmod(shared, 0o755)
+        db = os.path.join(shared, "run.db")
+        show = ("from mpidispatch.journal._view import load_status; "
+                "print(load_status(%r).counts)" % db)
+        with Journal.open(db, "t") as j:
+            run_tasks(j, 3)
+            j.flush()
+            live = as_nobody(show)
+            assert live.stdout.strip() == "{'done': 3}", live.stderr[-2000:]
+        ended = as_nobody(show)
+        assert ended.stdout.strip() == "{'done': 3}", ended.stderr[-2000:]
+    finally:
+        shutil.rmtree(shared)
+
+
 def test_the_journal_thread_commits_by_itself(db, monkeypatch):
     monkeypatch.setenv("MPIDISPATCH_JOURNAL_COMMIT_INTERVAL", "0.05")
     with Journal.open(db, "t") as j:

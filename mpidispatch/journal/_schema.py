@@ -130,8 +130,20 @@ def connect_reader(path: str, timeout: float = 5.0) -> sqlite3.Connection:
     if not os.path.exists(path):
         raise FileNotFoundError("no journal %s" % path)
     uri = "file:%s?mode=ro" % _quote(os.path.abspath(path))
-    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None,
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None,
                            check_same_thread=False)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError as exc:
+        # A WAL journal that no manager has open, read by someone who may not create its
+        # -shm file: with no -wal file beside it, nothing is being written, so the file can
+        # be read as it is.
+        if "readonly" not in str(exc) or os.path.exists(path + "-wal"):
+            raise
+        conn.close()
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=timeout,
+                               isolation_level=None, check_same_thread=False)
+    return conn
 
 
 def _quote(path: str) -> str:

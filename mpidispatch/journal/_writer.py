@@ -64,6 +64,12 @@ class Writer:
             time.sleep(0.2)   # e.g. a reader holds the file (rollback journal mode)
             ok = self.commit(end=True)
         try:
+            # Leave a closed journal in rollback mode: a reader who may not write beside it
+            # (another user running `status`) cannot open a WAL database without its -shm.
+            self.conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error:
+            pass   # a reader has it open right now: it stays in WAL mode, which is fine
+        try:
             self.conn.close()
         except sqlite3.Error:
             pass
