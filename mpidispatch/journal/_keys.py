@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 import sys
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -44,29 +45,36 @@ def _canonical(data: Union[bytes, bytearray]) -> Union[bytes, bytearray]:
     return _TRACKER_ID.sub(name, bytes(data))
 
 
-def _feed(h: Any, parts: Parts) -> None:
+_LENGTH = struct.Struct("<Q").pack
+
+
+def _feed(update: Any, parts: Parts) -> None:
+    """Hash parts, each prefixed with its length (moving bytes between parts changes it)."""
     if parts is None:
-        h.update(b"\0none")
+        update(b"\0none")
         return
     if isinstance(parts, (bytes, bytearray, memoryview)):
         parts = (parts,)
     for part in parts:
         if part is None:
-            h.update(b"\0none")
-            continue
-        if isinstance(part, (bytes, bytearray)):
+            update(b"\0none")
+        elif type(part) is bytes or type(part) is bytearray:
             part = _canonical(part)   # a pickle stream (buffers are raw data)
-        view = memoryview(part).cast("B")
-        h.update(len(view).to_bytes(8, "little"))
-        h.update(view)
+            update(_LENGTH(len(part)))
+            update(part)
+        else:
+            view = memoryview(part).cast("B")
+            update(_LENGTH(view.nbytes))
+            update(view)
 
 
 def content_digest(payload: Parts, setup: Parts = None) -> str:
     """Hex digest (128 bits of BLAKE2b) of a task's payload parts and its setup's parts."""
     h = hashlib.blake2b(digest_size=16)
-    _feed(h, payload)
-    h.update(b"\0setup")
-    _feed(h, setup)
+    update = h.update
+    _feed(update, payload)
+    update(b"\0setup")
+    _feed(update, setup)
     return h.hexdigest()
 
 
