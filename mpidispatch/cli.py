@@ -42,6 +42,8 @@ COMMANDS = {
     "info": "print the MPI wheel, its version and the settings mpidispatch applies",
     "doctor": "check this environment, one line per check with a fix (exit 1 on a problem)",
     "submit": "run a script as a Slurm or Grid Engine job (mpidispatch submit -h)",
+    "status": "how far a journaled run has got: mpidispatch status run.db [--watch]",
+    "report": "an HTML report of a journaled run: mpidispatch report run.db -o report.html",
 }
 _USAGE = ("mpidispatch [-h] [-V] [-n N] [--ft] [--output PATTERN] script.py [args ...]\n"
           "       mpidispatch {%s} ..." % ",".join(COMMANDS))
@@ -162,6 +164,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[0] == "doctor":
         from . import doctor
         return doctor.main(argv[1:])
+    if argv[0] in ("status", "report"):   # run journals: docs/journal.md
+        from .journal import report, status
+        return (status.status_main if argv[0] == "status" else report.report_main)(argv[1:])
     if argv[0] == "submit":
         from .launch.cli import add_submit_arguments, run_submit
         parser = argparse.ArgumentParser(prog="mpidispatch submit",
