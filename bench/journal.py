@@ -105,8 +105,12 @@ def loop(data, directory, loop_us, with_journal):
 
 
 def faces_take_journal():
-    from mpidispatch import Manager
-    return "journal" in inspect.signature(Manager.__init__).parameters
+    try:
+        from mpidispatch._options import Options
+    except ImportError:
+        from mpidispatch import Manager
+        return "journal" in inspect.signature(Manager.__init__).parameters
+    return "journal" in Options.__dataclass_fields__
 
 
 def mpi_rate(n, journal, writer="thread"):

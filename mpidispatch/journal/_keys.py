@@ -63,7 +63,7 @@ def _feed(update: Any, parts: Parts) -> None:
             update(_LENGTH(len(part)))
             update(part)
         else:
-            view = memoryview(part).cast("B")
+            view = memoryview(part).cast("B")   # type: ignore[arg-type]
             update(_LENGTH(view.nbytes))
             update(view)
 

@@ -310,9 +310,9 @@ class Journal:
         try:
             send_frame(self._to_writer, ("ops", batch) if batch else ("beat",))
         except OSError as exc:
-            self._writer_died("sending to it failed: %s" % exc)
-            self._writer.fold(batch)
-            self._writer.commit()
+            writer = self._writer_died("sending to it failed: %s" % exc)
+            writer.fold(batch)
+            writer.commit()
 
     # -- the writer process --------------------------------------------------------------------
     def _start_process(self) -> bool:
@@ -350,9 +350,9 @@ class Journal:
         else:
             reason = "no answer within %g s" % ACK_TIMEOUT
         if answer is None or answer[0] != self._seq:
-            self._writer_died(reason)
+            writer = self._writer_died(reason)
             if message[0] == "flush":
-                self._writer.commit()
+                writer.commit()
             return
         self._failing = answer[1]
 
@@ -374,7 +374,7 @@ class Journal:
                 import io
                 return read_frame(io.BytesIO(chunks))
 
-    def _writer_died(self, reason: str) -> None:
+    def _writer_died(self, reason: str) -> Writer:
         """The writer process is gone (or stuck): go on writing from this process."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
@@ -382,7 +382,8 @@ class Journal:
         log.error("the journal's writer process stopped (%s; exit status %s); the records it "
                   "had not committed are lost, and they run again on resume. Writing from the "
                   "manager from now on.", reason, status)
-        self._writer = Writer(self.path, self.session)
+        self._writer = writer = Writer(self.path, self.session)
+        return writer
 
     def _end_process(self) -> Optional[int]:
         """Close the pipes and reap the writer (killing it if it does not end in time)."""
@@ -511,7 +512,7 @@ def _prepare(conn: sqlite3.Connection, path: str, run_id: str) -> Tuple[int, boo
             conn.execute("ROLLBACK")
         conn.close()
         raise
-    return int(session), bool(has_final)
+    return int(session or 0), bool(has_final)
 
 
 # -- pickling results and errors ----------------------------------------------------------------

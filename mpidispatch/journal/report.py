@@ -52,7 +52,8 @@ class Figures:
         self.bars: List[Tuple[Attempt, float]] = []
         for a in run.attempts:
             end = a.ended if a.ended is not None else session_end.get(a.session, self.end)
-            if a.outcome == "running" and not (alive and a.session == last.id):
+            if a.outcome == "running" and not (alive and last is not None and
+                                               a.session == last.id):
                 a.outcome = "interrupted"
             self.bars.append((a, max(end, a.started)))
         self.finished = [(a, end) for a, end in self.bars if a.outcome in ("done", "failed")]
@@ -269,11 +270,10 @@ def plot_durations(plt: Any, fig: Figures) -> str:
     d = np.asarray(fig.durations, dtype=float)
     f, ax = plt.subplots(figsize=(11, 2.6))
     positive = d[d > 0]
+    bins: Any = 40
     if len(positive) and positive.max() / max(positive.min(), 1e-9) > 100:
         bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40)
         ax.set_xscale("log")
-    else:
-        bins = 40
     ok = [end - a.started for a, end in fig.finished if a.outcome == "done"]
     bad = [end - a.started for a, end in fig.finished if a.outcome == "failed"]
     ax.hist([ok, bad], bins=bins, stacked=True,
