@@ -182,6 +182,47 @@ def test_resume_after_sigterm_of_the_manager(tmp_path):
     stop_midway(tmp_path, signal.SIGTERM)
 
 
+KEYED = textwrap.dedent('''
+    """Tasks keyed by the user: a changed task with a recorded key is not run again."""
+    import os, sys
+    from mpidispatch import Manager, LocalWorker
+
+    DB, MARKS, SALT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+    class Task:
+        def __init__(self, i, salt):
+            self.i, self.salt = i, salt
+        def __call__(self):
+            open(os.path.join(MARKS, "%d.%d" % (self.i, os.getpid())), "w").close()
+            return self.i * 10 + self.salt
+
+    os.makedirs(MARKS, exist_ok=True)
+    with Manager(journal=DB) as m:
+        m.add_worker(LocalWorker())
+        c = m.get_context()
+        for i in range(6):
+            c.add_task(Task(i, SALT), key=("task", i))
+        print("RESULTS", sorted(c.get_results()), flush=True)
+''')
+
+
+@needs_wiring
+@pytest.mark.timeout(180)
+def test_user_keys_make_tasks_the_same_whatever_their_bytes(tmp_path):
+    script = tmp_path / "keyed.py"
+    script.write_text(KEYED)
+    db, marks = tmp_path / "keyed.db", tmp_path / "marks"
+    runs = []
+    for salt in ("0", "1"):
+        runs.append(subprocess.run([sys.executable, str(script), str(db), str(marks), salt],
+                                   cwd=str(tmp_path), env=_environment(None), text=True,
+                                   capture_output=True, timeout=120, start_new_session=True))
+        assert runs[-1].returncode == 0, runs[-1].stderr[-3000:]
+    expected = "RESULTS %s" % sorted(i * 10 for i in range(6))
+    assert expected in runs[0].stdout and expected in runs[1].stdout   # salt 1 never ran
+    assert len(os.listdir(marks)) == 6
+
+
 # -- Slurm requeue -------------------------------------------------------------------------------
 SLURM_FARM = textwrap.dedent('''
     """A journaled farm for requeue.sbatch; uses journal= when the faces take it, else keeps
