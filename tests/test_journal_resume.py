@@ -3,7 +3,7 @@
 * A run's manager is killed with SIGKILL (another test: SIGTERM) mid-run; the script is run
   again with the same journal. Every task's result arrives once in the second run, at most
   the tasks in flight at the kill ran twice (each execution leaves a file), and no process is
-  left. These need the faces to take ``journal=`` and are skipped until they do.
+  left. (They skip where the faces do not take ``journal=``.)
 * ``slurm_scripts/requeue.sbatch`` runs a farm across allocations on the real one-node Slurm
   (``.ci/schedulers.sh start``): the warning signal stops the run, the job requeues itself,
   and the next allocation resumes from the journal.
