@@ -21,9 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))
 
-from _tasks import noop  # noqa: E402
-
 from mpidispatch import LocalWorker, Manager  # noqa: E402
+from mpidispatch.bench import noop  # noqa: E402
 
 
 def sleepy(i, seconds):

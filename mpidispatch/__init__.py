@@ -8,7 +8,7 @@ from .errors import (Error, NetworkError, NoMoreWorkersError, RemoteError, Seria
 from .dispatcher import JobDispatcher
 from .executor import BrokenMPIExecutor, MPIExecutor, RemoteTraceback
 from .launch import submit
-from .launch.worker_arrays import SGEPEWorkerArray, SGEQsubWorkerArray, SlurmWorkerArray
+from .arrays import SGEPEWorkerArray, SGEQsubWorkerArray, SlurmWorkerArray
 from ._options import Options
 from .modeller import job, task
 from .tasks import Context, Manager, ResultIterator

@@ -34,7 +34,8 @@ from ._failure import FailurePolicy, Verdict, check_mode
 from .journal import Journal, default_run_id, encode_error, encode_result
 from ._mpienv import mpi, ulfm_error_classes
 from ._options import Options, validate
-from ._protocol import (ControlMsg, ErrorKind, ErrorMsg, ResultMsg, Tag, Verb, decode,
+from ._protocol import (ControlMsg, ErrorKind, ErrorMsg, ResultMsg, Tag, Verb, control,
+                        read_info, decode,
                         requests_done, send_message, transfer_active, unpack_error)
 from ._util import Backoff, hostname
 from ._work import QUEUED, WorkItem
@@ -43,7 +44,7 @@ from ._workerlife import cancel_request
 from .errors import (Error, NoMoreWorkersError, RemoteError, SerializationError,
                      WorkerStartError)
 from .workers import (DEAD, NEW, READY, STARTING, STOPPED, LocalWorker, Worker, WorldWorker,
-                      default_python, describe_exit, exit_status_from_log)
+                      default_python, describe_exit, exit_status_from_log, worker_list)
 
 log = logging.getLogger("mpidispatch")
 
@@ -270,10 +271,10 @@ class Engine:
             w.pending.extend(more)
         return True
 
-    def send_control(self, w: Worker, verb: Verb, info: Any = None,
-                     buffers: Any = ()) -> bool:
+    def send_control(self, w: Worker, verb: Verb, info: Any = None) -> bool:
         """Send a CONTROL record (message passing and lifecycle)."""
-        return self._send(w, Tag.CONTROL, ControlMsg(verb.value, info), buffers)
+        message, buffers = control(verb, info)
+        return self._send(w, Tag.CONTROL, message, buffers)
 
     def _finish(self, item: WorkItem) -> None:
         self.tasks_done += 1
@@ -411,9 +412,11 @@ class Engine:
         elif tag == Tag.ERROR:
             self._on_error(w, ErrorMsg(*payload))
         elif tag == Tag.CONTROL:
-            verb = payload[0]
+            msg = ControlMsg(*payload)
+            verb = msg.verb
+            info = read_info(w.comm, w.rank, msg)  # its buffers come next: read them now
             if verb == Verb.HELLO:
-                self._on_hello(w, payload[1])
+                self._on_hello(w, info)
             elif verb == Verb.BYE:
                 w.said_bye = True
             elif verb == Verb.SETUP_DONE:
@@ -461,7 +464,11 @@ class Engine:
         return err
 
     def _on_error(self, w: Worker, msg: ErrorMsg) -> None:
-        exc, tb = unpack_error(msg.error)
+        try:
+            exc, tb = unpack_error(decode(w.comm, w.rank, msg.data, msg.sizes))
+        except (ValueError, TypeError, AttributeError, ImportError, EOFError) as why:
+            exc, tb = RuntimeError("an error report from %r could not be read: %s"
+                                   % (w, why)), ""
         kind = msg.kind
         item = w.inflight.pop(msg.work_id, None) if msg.work_id is not None else None
         what = item.describe() if item is not None else "a task"
@@ -639,14 +646,20 @@ class Engine:
         return text
 
 
-def engine_for_pool(options: Options, max_workers: Optional[int],
-                    spawn: int) -> "tuple[Engine, List[WorldWorker]]":
+def engine_for_pool(options: Options, max_workers: Optional[int], spawn: int,
+                    workers: Any = None) -> "tuple[Engine, List[WorldWorker]]":
     """An engine with the free ranks of the ``mpiexec`` world (at most ``max_workers``), or,
-    in a singleton, ``spawn`` new ``LocalWorker`` processes (the executor and dispatcher).
+    in a singleton, ``spawn`` new ``LocalWorker`` processes (the executor and dispatcher);
+    or, when ``workers`` is given (workers or worker arrays), just those.
 
     Returns the engine and the world ranks it holds; :meth:`Engine.close` gives them back.
     """
     engine = Engine(options, adopt_world=False)
+    if workers is not None:
+        for w in worker_list(workers) if not isinstance(workers, (list, tuple)) else \
+                [x for item in workers for x in worker_list(item)]:
+            engine.add_worker(w)
+        return engine, []
     world = _world.take_workers()
     if max_workers is not None:
         _world.give_back(world[max_workers:])

@@ -9,11 +9,16 @@ tag        direction           record (travels as a plain tuple, pickled by mpi4
 TASK       manager -> worker   :class:`TaskMsg` (work_id, context_id, data, sizes)
 SETUP      manager -> worker   :class:`SetupMsg` (context_id, data, sizes)
 RESULT     worker -> manager   :class:`ResultMsg` (work_id, data, sizes)
-ERROR      worker -> manager   :class:`ErrorMsg` (work_id, kind, error)
-CONTROL    both ways           :class:`ControlMsg` (verb, info) -- see :class:`Verb`
+ERROR      worker -> manager   :class:`ErrorMsg` (work_id, kind, data, sizes)
+CONTROL    both ways           :class:`ControlMsg` (verb, data, sizes) -- see :class:`Verb`
 DATA       both ways           :class:`DataMsg` (data, sizes) -- send_data/get_data
 BUFFER     both ways           raw bytes: the out-of-band buffers of the message before
 =========  ==================  =====================================================
+
+Every header message stays under mpi4py's receive buffer for a posted ``irecv`` (32 KiB,
+``mpi4py.rc.irecv_bufsz``; a longer one crashed the receiver): whatever may be long -- a
+task, a result, an error with its traceback, ``run_cmd`` source, a control message's info --
+is a pickle stream that :func:`pack` moves to a buffer when it is over :data:`INLINE_MAX`.
 
 Records are ``NamedTuple`` classes for the code on both sides, but travel as plain tuples:
 pickling a named tuple costs ~10x a plain one (the class travels by reference), and the tag
@@ -101,18 +106,21 @@ class ResultMsg(NamedTuple):
 
 
 class ErrorMsg(NamedTuple):
-    """A failure on the worker: ``error`` is :func:`pack_error`'s tuple."""
+    """A failure on the worker: ``data``/``sizes`` hold :func:`pack_error`'s tuple."""
 
     work_id: Optional[int]
     kind: int
-    error: tuple
+    data: Optional[bytes]
+    sizes: Tuple[int, ...]
 
 
 class ControlMsg(NamedTuple):
-    """Lifecycle and commands (see :class:`Verb`)."""
+    """Lifecycle and commands (see :class:`Verb`); ``data``/``sizes`` hold its info (none:
+    ``None, ()``)."""
 
     verb: int
-    info: Any = None
+    data: Optional[bytes] = None
+    sizes: Tuple[int, ...] = ()
 
 
 class DataMsg(NamedTuple):
@@ -137,8 +145,9 @@ def _chunks(buf: Any) -> Any:
         yield view[start:start + CHUNK]
 
 
-#: Pickle streams longer than this travel as a buffer, so every header message stays small.
-INLINE_MAX = 32 * 1024
+#: Pickle streams longer than this travel as a buffer, so that every header message stays
+#: well under mpi4py's 32 KiB receive buffer of a posted irecv.
+INLINE_MAX = 16 * 1024
 
 
 def pack(data: Optional[bytes],
@@ -153,6 +162,33 @@ def pack(data: Optional[bytes],
         buffers.insert(0, data)
         data = None
     return data, buffer_sizes(buffers), buffers
+
+
+def pack_object(obj: Any) -> Tuple[Any, Tuple[int, ...], list]:
+    """Serialize ``obj`` and :func:`pack` it: (inline data or None, sizes, buffers)."""
+    data, buffers = _serialize.dumps(obj)
+    return pack(data, buffers)
+
+
+def control(verb: Verb, info: Any = None) -> Tuple[tuple, list]:
+    """A CONTROL message for ``send_message``: (record as a tuple, buffers)."""
+    if info is None:
+        return (verb.value, None, ()), []
+    data, sizes, buffers = pack_object(info)
+    return (verb.value, data, sizes), buffers
+
+
+def error_message(work_id: Optional[int], kind: "ErrorKind", error: tuple) -> Tuple[tuple, list]:
+    """An ERROR message for ``send_message`` from :func:`pack_error`'s tuple."""
+    data, sizes, buffers = pack_object(error)
+    return (work_id, kind.value, data, sizes), buffers
+
+
+def read_info(comm: Any, source: int, msg: "ControlMsg") -> Any:
+    """The info of a CONTROL message (receives its buffers, if any); None if it has none."""
+    if msg.data is None and not msg.sizes:
+        return None
+    return decode(comm, source, msg.data, msg.sizes)
 
 
 def send_message(comm: Any, dest: int, tag: int, message: tuple,
@@ -248,7 +284,7 @@ def pack_error(exc: BaseException, where: str) -> tuple:
     data: Optional[bytes]
     try:
         data, bufs = _serialize.dumps(exc)
-        if bufs or len(data) > INLINE_MAX:
+        if bufs:
             data = None
     except BaseException:  # an exception that cannot be pickled still gets reported
         data = None

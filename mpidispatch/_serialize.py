@@ -1,44 +1,25 @@
 """Turn objects into bytes plus out-of-band buffers, and back.
 
 Plain pickle (protocol 5) is used whenever it is enough: it costs a few microseconds, while
-cloudpickle costs ~30 us per call. Pickle would "succeed" on functions and classes from
-``__main__``, lambdas and closures by storing a reference that a worker cannot resolve, so a
-``reducer_override`` hook spots those and the whole object is then pickled by cloudpickle
-(by value). Large buffers (numpy arrays, bytes-like objects) go out of band so that they are
-sent with ``MPI.Send`` straight from their memory, without a copy into the pickle stream.
+cloudpickle costs ~30 us per call. Pickle refuses lambdas, closures and local classes (it
+cannot look them up by name), but it "succeeds" on functions and classes of the script
+(``__main__``) by storing a reference that a worker cannot resolve; such a stream names the
+module ``__main__``, so a byte search spots it (a string containing ``__main__`` anywhere in
+the object does too: harmless, that object just takes the slower path). Either way the whole
+object is then pickled by cloudpickle, by value. (A ``reducer_override`` hook that checked
+every object did the same job at 1.5x the cost on a small task: 4.3 against 2.9 us.)
+
+Large buffers (numpy arrays, bytes-like objects) go out of band, so that they are sent with
+``MPI_Isend`` straight from their memory, without a copy into the pickle stream, and come back
+as arrays over the received buffers, again without a copy.
 """
 from __future__ import annotations
 
-import io
 import pickle
-import types
 from typing import Any, List, Sequence, Tuple
 
 #: Buffers smaller than this stay inside the pickle stream: one message beats several.
 OUT_OF_BAND_MIN = 64 * 1024
-
-
-class _NeedsByValue(Exception):
-    """Raised inside the fast pickler when an object must be pickled by value."""
-
-
-def _by_reference_is_wrong(obj: Any) -> bool:
-    module = getattr(obj, "__module__", None)
-    if module is None or module == "__main__" or module.startswith("__mp_main__"):
-        return True
-    qualname = getattr(obj, "__qualname__", "")
-    return "<lambda>" in qualname or "<locals>" in qualname
-
-
-class _FastPickler(pickle.Pickler):
-    """Protocol-5 pickler that refuses objects a remote process could not import."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        # Called by the C pickler for everything except the builtin containers and atoms,
-        # so the check costs little on the hot path.
-        if isinstance(obj, (types.FunctionType, type)) and _by_reference_is_wrong(obj):
-            raise _NeedsByValue
-        return NotImplemented
 
 
 def dumps(obj: Any) -> Tuple[bytes, List[pickle.PickleBuffer]]:
@@ -55,17 +36,18 @@ def dumps(obj: Any) -> Tuple[bytes, List[pickle.PickleBuffer]]:
         buffers.append(buf)
         return False
 
-    stream = io.BytesIO()
     try:
-        _FastPickler(stream, 5, buffer_callback=keep).dump(obj)
-        return stream.getvalue(), buffers
-    except _NeedsByValue:
-        pass
+        data = pickle.dumps(obj, 5, buffer_callback=keep)
     except (pickle.PicklingError, AttributeError, TypeError):
-        pass  # e.g. a local class: cloudpickle may manage, or will raise the real error
+        pass  # a lambda, a closure, a local class: cloudpickle may manage, or raise the real error
+    else:
+        # the script's module, by its name or multiprocessing's (see the module docstring)
+        if b"__main__" not in data and b"__mp_main__" not in data:
+            return data, buffers
     import cloudpickle
-    buffers = []
-    return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep), buffers
+    buffers.clear()
+    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+    return data, buffers
 
 
 def loads(data: bytes, buffers: Sequence[Any] = ()) -> Any:

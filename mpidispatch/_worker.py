@@ -18,8 +18,9 @@ from typing import Any, Dict, Optional, Sequence
 
 from . import _serialize
 from ._mpienv import mpi
-from ._protocol import (ControlMsg, ErrorKind, ErrorMsg, ResultMsg, SetupMsg, Tag, TaskMsg,
-                        Verb, decode, pack, pack_error, send_message, wait_all)
+from ._protocol import (ControlMsg, ErrorKind, ResultMsg, SetupMsg, Tag, TaskMsg, Verb,
+                        control, decode, error_message, pack, pack_error, read_info,
+                        send_message, wait_all)
 from ._util import Backoff, env_float, hostname, pid_status
 
 #: Exit status of a worker whose manager vanished.
@@ -93,7 +94,7 @@ class WorkerLoop:
             wait_all([item[0] for item in pending], 3600.0, "sending a result to the manager")
 
     def send_error(self, work_id: Any, kind: ErrorKind, exc: BaseException) -> None:
-        self.send(Tag.ERROR, tuple(ErrorMsg(work_id, kind.value, pack_error(exc, self.where))))
+        self.send(Tag.ERROR, *error_message(work_id, kind, pack_error(exc, self.where)))
 
     # -- handlers ------------------------------------------------------------------------
     def on_task(self, payload: tuple) -> None:
@@ -106,7 +107,7 @@ class WorkerLoop:
             return
         args = self.contexts.get(msg.context_id, ())
         if isinstance(args, _SetupFailed):
-            self.send(Tag.ERROR, tuple(ErrorMsg(work_id, ErrorKind.SETUP.value, args.error)))
+            self.send(Tag.ERROR, *error_message(work_id, ErrorKind.SETUP, args.error))
             return
         try:
             result = fn(*args)
@@ -137,26 +138,27 @@ class WorkerLoop:
             self.contexts[msg.context_id] = _SetupFailed(pack_error(exc, self.where))
         # Tells the manager that a task's time limit starts now, and that a limit passed
         # before this came was the setup's, not the task's.
-        self.send(Tag.CONTROL, (Verb.SETUP_DONE.value, msg.context_id))
+        self.send(Tag.CONTROL, *control(Verb.SETUP_DONE, msg.context_id))
 
     def on_control(self, payload: tuple) -> None:
         msg = ControlMsg(*payload)
         verb = msg.verb
+        info = read_info(self.comm, self.manager, msg)
         if verb == Verb.STOP:
             self.running = False
-            self.hard_stop = bool(msg.info and msg.info.get("hard"))
+            self.hard_stop = bool(info and info.get("hard"))
         elif verb == Verb.WELCOME:
-            self.on_welcome(msg.info)
+            self.on_welcome(info)
         elif verb == Verb.EXEC:
             self.in_cmd = True
             try:
-                exec(compile(msg.info, "<run_cmd>", "exec"), self.namespace)
+                exec(compile(info, "<run_cmd>", "exec"), self.namespace)
             except BaseException as exc:
                 self.send_error(None, ErrorKind.CMD, exc)
             finally:
                 self.in_cmd = False
         elif verb == Verb.FORGET:
-            self.contexts.pop(msg.info, None)
+            self.contexts.pop(info, None)
 
     def on_welcome(self, info: dict) -> None:
         """Take the manager's working directory, import path and identity."""
@@ -185,7 +187,7 @@ class WorkerLoop:
             while self.running:
                 time.sleep(interval)
                 try:
-                    comm.send((Verb.HEARTBEAT.value, None), dest=manager, tag=Tag.CONTROL)
+                    comm.send((Verb.HEARTBEAT.value, None, ()), dest=manager, tag=Tag.CONTROL)
                 except Exception:
                     return
 
@@ -222,7 +224,7 @@ class WorkerLoop:
         self._any_tag = mpi().ANY_TAG
         self.handlers = {Tag.TASK: self.on_task, Tag.SETUP: self.on_setup,
                          Tag.CONTROL: self.on_control, Tag.DATA: self.on_data}
-        self.send(Tag.CONTROL, (Verb.HELLO.value, {
+        self.send(Tag.CONTROL, *control(Verb.HELLO, {
             "host": hostname(), "pid": os.getpid(), "log": self.log_file,
             "python": sys.executable, "version": platform.python_version()}))
         backoff = Backoff()
@@ -235,7 +237,7 @@ class WorkerLoop:
             else:
                 backoff.sleep()
         try:
-            self.send(Tag.CONTROL, (Verb.BYE.value, None))  # the manager may disconnect now
+            self.send(Tag.CONTROL, *control(Verb.BYE))  # the manager may disconnect now
         except Exception:
             pass
         if self.req is not None:

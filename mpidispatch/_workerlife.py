@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, List, Optional
 
-from ._protocol import ControlMsg, Tag, Verb, requests_done
+from ._protocol import Verb, requests_done
 from ._util import Backoff
 from .errors import WorkerStartError
 from .workers import (DEAD, NEW, READY, STARTING, STOPPED, LocalWorker, Worker, WorldWorker,
@@ -152,7 +152,7 @@ def _welcome(engine: "Engine", w: Worker) -> None:
     if isinstance(w, WorldWorker):  # a rank follows this face's output setting
         out = engine.options.output
         welcome["output"] = w.log_file = (os.path.abspath(out % w.index) if out else None)
-    engine._send(w, Tag.CONTROL, ControlMsg(Verb.WELCOME.value, welcome))
+    engine.send_control(w, Verb.WELCOME, welcome)
 
 
 def wait_ready(engine: "Engine", timeout: Optional[float] = None) -> int:

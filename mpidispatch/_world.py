@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 from . import _lifecycle
 from ._mpienv import mpi
-from ._protocol import ControlMsg, Tag, Verb
+from ._protocol import Tag, Verb, control
 from .workers import DEAD, STOPPED, WorldWorker
 
 log = logging.getLogger("mpidispatch")
@@ -101,8 +101,8 @@ def _stop_world() -> None:
         try:
             # After a rank died, MPI_Finalize would wait for it forever: the survivors
             # must leave without it ("hard" stop), like rank 0 below.
-            comm.send(tuple(ControlMsg(Verb.STOP.value, {"hard": lost})), dest=w.rank,
-                      tag=Tag.CONTROL)
+            message, _ = control(Verb.STOP, {"hard": lost})  # small: no buffers
+            comm.send(message, dest=w.rank, tag=Tag.CONTROL)
         except Exception:
             lost = True
         w.state = STOPPED

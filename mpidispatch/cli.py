@@ -44,6 +44,7 @@ COMMANDS = {
     "submit": "run a script as a Slurm or Grid Engine job (mpidispatch submit -h)",
     "status": "how far a journaled run has got: mpidispatch status run.db [--watch]",
     "report": "an HTML report of a journaled run: mpidispatch report run.db -o report.html",
+    "bench": "measure mpidispatch beside mpi4py.futures and multiprocessing on this machine",
 }
 _USAGE = ("mpidispatch [-h] [-V] [-n N] [--ft] [--output PATTERN] script.py [args ...]\n"
           "       mpidispatch {%s} ..." % ",".join(COMMANDS))
@@ -116,9 +117,9 @@ def run_script(argv: List[str]) -> int:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         raise
     finally:
-        status_file = os.environ.get("MPIDISPATCH_STATUS_FILE")
-        if status_file:
-            with open(status_file, "w") as f:
+        status_path = os.environ.get("MPIDISPATCH_STATUS_FILE")
+        if status_path:
+            with open(status_path, "w") as f:
                 f.write(str(code))
     return 0
 
@@ -167,6 +168,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[0] in ("status", "report"):   # run journals: docs/journal.md
         from .journal import report, status
         return (status.status_main if argv[0] == "status" else report.report_main)(argv[1:])
+    if argv[0] == "bench":
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
     if argv[0] == "submit":
         from .launch.cli import add_submit_arguments, run_submit
         parser = argparse.ArgumentParser(prog="mpidispatch submit",

@@ -36,8 +36,7 @@ from ._engine import Engine, engine_for_pool
 from ._options import resolve
 from ._progress import Progress, RunStats
 from ._taskgroup import TaskGroup
-from .tasks import worker_list
-from .workers import Worker
+from .workers import Worker, worker_list
 
 __all__ = ["JobDispatcher"]
 

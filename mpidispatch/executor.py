@@ -264,6 +264,8 @@ class MPIExecutor(cf.Executor):
         setup_args: arguments of ``setup``.
         output: ``%d`` pattern of worker log files; default None: workers print to this
             process's stdout and stderr, as with ``concurrent.futures``.
+        workers: run on these workers instead (``LocalWorker`` objects, or a worker array
+            such as ``SlurmWorkerArray()``); ``max_workers`` is then ignored.
         **options: engine options (:class:`mpidispatch.Options`: ``python``, ``prefetch``,
             ``fault_tolerant``, ``task_timeout``, ``start_timeout``, ``max_retries``, ...).
     """
@@ -271,7 +273,7 @@ class MPIExecutor(cf.Executor):
     def __init__(self, max_workers: Optional[int] = None,
                  setup: Optional[Callable[..., Any]] = None, setup_args: tuple = (), *,
                  initializer: Optional[Callable[..., Any]] = None, initargs: tuple = (),
-                 output: Optional[str] = None, **options: Any) -> None:
+                 output: Optional[str] = None, workers: Any = None, **options: Any) -> None:
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if setup is not None and initializer is not None:
@@ -283,7 +285,8 @@ class MPIExecutor(cf.Executor):
         opts = resolve(output=output, **options)
         from . import _world
         _world.serve_if_worker(output)
-        engine, _ = engine_for_pool(opts, max_workers, max_workers or default_max_workers())
+        engine, _ = engine_for_pool(opts, max_workers, max_workers or default_max_workers(),
+                                    workers)
         self._core = _Core(engine, _Setup(setup, tuple(setup_args))
                            if setup is not None else None)
         self._index_lock = threading.Lock()

@@ -29,8 +29,7 @@ from ._messaging import Channel
 from ._options import resolve
 from ._taskgroup import TaskGroup
 from ._work import WorkItem
-from .tasks import worker_list
-from .workers import DEAD, READY, Worker
+from .workers import DEAD, READY, Worker, worker_list
 
 __all__ = ["job", "task", "job_name"]
 

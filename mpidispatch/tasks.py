@@ -20,17 +20,7 @@ from ._engine import Engine
 from ._options import resolve
 from ._taskgroup import Completion, TaskGroup
 from ._work import DELIVERED
-from .workers import Worker
-
-
-def worker_list(worker: Any) -> List[Worker]:
-    """The workers behind ``worker``: itself, or every worker of a worker array (anything
-    with ``workers()`` or IMP's ``_get_workers()``)."""
-    for name in ("workers", "_get_workers"):
-        get = getattr(worker, name, None)
-        if callable(get) and not isinstance(worker, Worker):
-            return list(get())
-    return [worker]
+from .workers import Worker, worker_list
 
 
 class Manager:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ._mpienv import backend, mpi
 from .errors import WorkerStartError
@@ -202,6 +202,8 @@ class LocalWorker(Worker):
             info.Set("host", self.spawn_host)
         if backend() == "openmpi":
             info.Set("map_by", ":OVERSUBSCRIBE")
+        for key, value in self._spawn_info().items():
+            info.Set(key, value)
 
         def spawn() -> None:
             spawn_slot.acquire(self)
@@ -220,6 +222,11 @@ class LocalWorker(Worker):
         _preflight(python, words)
         self._thread = threading.Thread(target=spawn, name="mpidispatch-spawn", daemon=True)
         self._thread.start()
+
+    def _spawn_info(self) -> Dict[str, str]:
+        """More MPI info keys for this worker's spawn (subclass hook, e.g. a host list that
+        only this spawn may see); called once per launch, in the manager's thread."""
+        return {}
 
     def _launched(self, wait: float = 0.0) -> Optional[tuple]:
         if not self._result and self._thread is not None:
@@ -363,3 +370,13 @@ def _quiet_disconnect(comm: Any) -> None:
 def default_python() -> str:
     """The command that starts workers: this interpreter."""
     return shlex.quote(sys.executable)
+
+
+def worker_list(worker: Any) -> List[Worker]:
+    """The workers behind ``worker``: itself, or every worker of a worker array (anything
+    with ``workers()`` or IMP's ``_get_workers()``)."""
+    for name in ("workers", "_get_workers"):
+        get = getattr(worker, name, None)
+        if callable(get) and not isinstance(worker, Worker):
+            return list(get())
+    return [worker]

@@ -4,7 +4,7 @@
 # Where this runs as root in CI (CI=true) it first starts a real one-node Slurm and Grid
 # Engine (.ci/schedulers.sh) so that the scheduler tests run instead of skipping.
 #
-# Levels: ruff + mypy and the unit tests (tests/unit, no MPI process) once, then the MPI
+# Levels: ruff + mypy, the strict docs build and the unit tests (tests/unit, no MPI process) once, then the MPI
 # integration tests (real mpiexec / Comm_spawn) with each wheel.
 #
 #   bash tests/run.sh                 # both wheels
@@ -35,6 +35,8 @@ for backend in $BACKENDS; do
     echo "=== lint: ruff, mypy"
     "$venv/bin/ruff" check mpidispatch tests bench examples || rc=1
     "$venv/bin/mypy" || rc=1
+    echo "=== docs: mkdocs build --strict"
+    timeout 900 bash .ci/docs.sh || rc=1
     # Unit tests (no MPI process) first: they fail fastest.
     echo "=== unit tests"
     timeout 300 "$venv/bin/python" -m pytest -q tests/unit || rc=1

@@ -173,3 +173,16 @@ def test_static_world_task_timeout_without_ulfm_warns(mpi_run):
     run = mpi_run("engine_v2.py", "static_timeout_warning", n=2, module=True, timeout=60)
     assert run.returncode == 0, run
     assert "ends the whole run" in run.stderr, run
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["spawned", "static"])
+def test_long_headers_do_not_crash(mpi_run, static):
+    """Long error texts, tasks just over the old inline limit and long run_cmd source travel
+    as buffers: no header exceeds mpi4py's 32 KiB posted-receive buffer."""
+    args = dict(n=2, module=True) if static else {}
+    run = mpi_run("engine_v2.py", "big_headers", timeout=90, **args)
+    assert run.returncode == 0, run
+    sizes = [16 * 1024 - 60, 32 * 1024 - 120, 32 * 1024 - 8, 32 * 1024 + 100]
+    assert ast.literal_eval(run.value("SIZES")) == sizes
+    assert ast.literal_eval(run.value("ERRORS")) == [("ValueError", 20000)]
+    assert run.value("RUN_CMD") == "50000"

@@ -1,7 +1,8 @@
-"""Worker arrays from the batch scheduler (mpidispatch.launch.worker_arrays).
+"""Worker arrays from the batch scheduler (mpidispatch.arrays).
 
 * parsing of $PE_HOSTFILE / Slurm node lists and the rendering of the array job: no daemon;
-* the rendezvous of joining workers (tokens, bounded close): real MPI, no scheduler;
+* in-allocation arrays on this machine through every face, leaving the process alone;
+* the rendezvous of joining workers (keys, strangers, bounded close): real MPI, no scheduler;
 * in-allocation arrays: a REAL ``sbatch -n 3`` / ``qsub -pe mpi 3`` job running a manager as a
   plain ``python`` process (both wheels);
 * submitted arrays: a manager outside the scheduler whose workers join from an array job
@@ -11,6 +12,7 @@ Scheduler tests skip when the daemons are not running (``sudo .ci/schedulers.sh 
 """
 import ast
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +20,8 @@ import time
 import pytest
 
 from conftest import BACKEND, ROOT, SCENARIOS, survivors
-from mpidispatch.launch import worker_arrays as wa
+import mpidispatch.arrays as wa
+from mpidispatch.arrays.inside import SlotWorker
 from mpidispatch.workers import LocalWorker
 from test_schedulers import needs
 
@@ -32,11 +35,12 @@ def test_pe_hostfile_like_imp():
     text = "node1 1 long.q UNDEFINED\nnode2 1 long.q UNDEFINED\n\nnode3 2 short.q 0,1\n"
     slots = wa.parse_pe_hostfile(text)
     assert slots == [("node1", 1), ("node2", 1), ("node3", 2)]
-    assert wa.worker_hosts(slots, "node1") == ["node2", "node3", "node3"]
+    # one worker per slot; None: the manager's own slot, whose worker runs beside it
+    assert wa.worker_hosts(slots, "node1") == [None, "node2", "node3", "node3"]
     # the manager's slot is the first one on ITS host, compared without the domain
-    assert wa.worker_hosts(slots, "node3.cluster.org") == ["node1", "node2", "node3"]
-    # a manager host outside the allocation: the first slot is taken (IMP's rule)
-    assert wa.worker_hosts(slots, "login") == ["node2", "node3", "node3"]
+    assert wa.worker_hosts(slots, "node3.cluster.org") == ["node1", "node2", None, "node3"]
+    # a manager host outside the allocation: the first slot is its own (IMP's rule)
+    assert wa.worker_hosts(slots, "login") == [None, "node2", "node3", "node3"]
     with pytest.raises(wa.AllocationError, match="line 2"):
         wa.parse_pe_hostfile("node1 1 q x\nnode2 many q x\n")
 
@@ -66,19 +70,54 @@ def test_slurm_values_and_errors():
 
 
 def test_arrays_from_synthetic_allocations(tmp_path, monkeypatch):
+    """IMP's rule: one worker per slot (4 slots, 4 workers), the manager's own slot a plain
+    LocalWorker; every worker has its slot's host as ``_host`` (issue 11, point 9)."""
+    here = os.uname()[1].split(".")[0]
     hostfile = tmp_path / "pe_hostfile"
-    hostfile.write_text("%s 2 all.q@x UNDEFINED\nother 2 all.q@y UNDEFINED\n" % os.uname()[1])
+    hostfile.write_text("%s 2 all.q@x UNDEFINED\nother 2 all.q@y UNDEFINED\n" % here)
     monkeypatch.setenv("PE_HOSTFILE", str(hostfile))
-    monkeypatch.setenv("PRTE_MCA_prte_default_hostfile", "/dev/null")  # leave the env alone
-    workers = wa.SGEPEWorkerArray()._get_workers()
-    assert all(type(w) is LocalWorker for w in workers)
-    assert sorted(w.spawn_host for w in workers) == sorted([os.uname()[1], "other", "other"])
+    monkeypatch.delenv("PRTE_MCA_prte_default_hostfile", raising=False)
+    workers = wa.SGEPEWorkerArray().workers()
+    assert [type(w) for w in workers] == [LocalWorker, SlotWorker, SlotWorker, SlotWorker]
+    assert [w._host for w in workers] == [here, here, "other", "other"]
+    assert [w.spawn_host for w in workers] == [None, here, "other", "other"]
+    assert "PRTE_MCA_prte_default_hostfile" not in os.environ          # issue 11, point 11
     monkeypatch.setenv("SLURM_JOB_NODELIST", "c[1-2]")
     monkeypatch.setenv("SLURM_TASKS_PER_NODE", "2(x2)")
     monkeypatch.setenv("SLURM_OVERLAP", "1")
     array = wa.SlurmWorkerArray()
-    assert [w.spawn_host for w in array._get_workers()] == ["c1", "c2", "c2"]
-    assert "SlurmWorkerArray 3 worker(s)" in repr(array)
+    assert [w._host for w in array] == ["c1", "c1", "c2", "c2"]
+    assert [w.spawn_host for w in array.workers()] == [None, "c1", "c2", "c2"]
+    assert array._get_workers() == array.workers() and len(array) == 4
+    assert "SlurmAllocationArray 4 worker(s) on c1,c2" in repr(array)
+
+
+def test_array_through_every_face(mpi_run, tmp_path):
+    """Manager.add_worker, a MODELLER job extended with an array, JobDispatcher.add_worker
+    per worker; building an SGEPEWorkerArray changes nothing in the process: no exported
+    PRTE hostfile, no host file left, a later plain spawn does not try the PE's hosts."""
+    run = mpi_run("arrays_faces.py", timeout=150, env={"TMPDIR": str(tmp_path)})
+    assert run.returncode == 0, run
+    assert run.value("ENV_BEFORE") == run.value("ENV_AFTER") == "None"
+    assert run.value("WORKERS") == ("3 ['LocalWorker', 'SlotWorker', 'SlotWorker'] "
+                                    "[True, True, True]")
+    assert run.value("MANAGER") == "%s 3" % [i * i for i in range(12)]
+    assert run.value("JOB") == "%s 2" % [i * i for i in range(6)]
+    assert run.value("DISPATCHER") == "%s False" % [i * i for i in range(6)]
+    assert run.value("DISPATCHER_ARRAY") == "%s False" % [i * i for i in range(6)]
+    assert run.value("EXECUTOR") == "%s 2" % [i * i for i in range(6)]
+    assert run.value("HOSTFILES_LEFT") == "[]"
+    assert "Could not resolve" not in run.stderr
+
+
+def test_as_workers():
+    w = LocalWorker()
+    array = wa.SlurmJobArray.__new__(wa.SlurmJobArray)
+    wa.WorkerArray.__init__(array, [LocalWorker(), LocalWorker()])
+    assert wa.as_workers(w) == [w]
+    assert wa.as_workers([w, array]) == [w] + array.workers()
+    with pytest.raises(TypeError, match="worker array"):
+        wa.as_workers(3)
 
 
 def test_clear_errors_outside_an_allocation(monkeypatch):
@@ -103,15 +142,17 @@ def test_clear_errors_outside_an_allocation(monkeypatch):
 def test_array_job_script(tmp_path, monkeypatch, cls, options, expected):
     monkeypatch.setenv("MPIDISPATCH_ALLOW_CONNECT", "1")    # render only, under either wheel
     array = cls(3, options=options, workdir=str(tmp_path))
-    job = array._job(str(tmp_path / "port.json"), dry_run=True)
+    rendezvous_file = str(tmp_path / "rendezvous.json")
+    job = array._job(rendezvous_file, dry_run=True)
     for line in expected:
         assert line in job.script.splitlines(), job.script
     assert "#$ -pe" not in job.script                          # one slot per task
     assert "mpiexec -n 1 %s" % sys.executable in job.script
-    assert "--token %s" % array.token in job.script and len(array.token) == 32
-    assert len(array._get_workers()) == 3
-    assert all(w.blocking_start is False and w.start_timeout == 300.0
-               for w in array._get_workers())
+    # the key is in the rendezvous file only: never in the script nor on a command line
+    assert "--rendezvous-file %s" % rendezvous_file in job.script
+    assert "--token" not in job.script and not re.search("[0-9a-f]{32}", job.script)
+    assert len(array.workers()) == 3 and list(array) == array.workers()
+    assert all(w.blocking_start is False and w.start_timeout == 300.0 for w in array)
     assert job.id is None and not os.listdir(tmp_path)        # nothing submitted or written
 
 
@@ -130,18 +171,27 @@ def test_openmpi_refused_up_front(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- rendezvous
-def test_rendezvous_tokens_and_bounded_close(mpi_run):
-    run = mpi_run("arrays_token.py", timeout=90)
+def test_rendezvous_keys_strangers_and_bounded_close(mpi_run):
+    """Issue 10, point 5: nothing from a peer is unpickled before it proved the key; a
+    stranger who knows the MPI port name is refused and never returned for a worker."""
+    run = mpi_run("arrays_token.py", timeout=200)
     assert run.returncode == 0, run
-    assert run.value("TCP_BAD") == "REJECT bad token"
+    assert run.value("TCP_BAD") == "REJECTED"
+    assert run.value("OLD_GREETING") == "REJECTED"
     assert run.value("PORT_FILE_GONE") == "True"
+    assert run.value("MARKER") == "False"                 # no payload ran in the manager
     if BACKEND == "mpich":
         assert run.value("BAD_WORKER") == "70 True"
-        assert run.value("MPI_BAD") == "0 ROGUE_GOT ('reject', 'bad token') True"
+        tried = int(run.value("TRIED"))
+        assert run.value("ROGUES_REFUSED") == "%d True" % tried
+        for mode in ("bomb40", "bomb", "long", "short", "wrongmac", "silent"):
+            assert run.value("ROGUE_%s" % mode) == "GOT [b'CHALLNGE']"   # nothing else
+        assert float(run.value("MAX_POLL")) < 0.5
+        unblocked, seconds = run.value("UNBLOCKED").split()
+        assert unblocked == "True" and float(seconds) < 40
+        assert run.value("TOLD_TO_LEAVE") == "True"
         assert run.value("GOOD") == "hello"
         assert run.value("GOOD_EXIT") == "0"
-        unblocked, seconds = run.value("UNBLOCKED").split()
-        assert unblocked == "True" and float(seconds) < 20
 
 
 # ----------------------------------------------------------------------------- schedulers
@@ -203,12 +253,11 @@ def test_manager_inside_allocation(scheduler, tmp_path):
             subprocess.run(["scancel" if scheduler == "slurm" else "qdel", job_id],
                            capture_output=True, timeout=30)
     text = out.read_text()
-    lines = dict(line.split(" ", 1) for line in text.splitlines()
-                 if line[:1].isupper() and " " in line)
+    lines = dict(ln.split(" ", 1) for ln in text.splitlines() if ln[:1].isupper() and " " in ln)
     assert lines.get("EXIT") == "0", text
-    assert lines["SLOTS"] == "3" and lines["WORKERS"] == "2", text
+    assert lines["SLOTS"] == "3" and lines["WORKERS"] == "3", text   # IMP: one per slot
     assert ast.literal_eval(lines["RESULTS"]) == SQUARES
-    assert lines["PIDS"] == "2" and "DONE" in text
+    assert lines["PIDS"] == "3" and "DONE" in text
 
 
 def _join_env():
@@ -234,8 +283,16 @@ def test_workers_join_from_array_job(scheduler, mpi_run):
     assert len(outputs) == 2 and all("joined manager" in p.read_text() for p in outputs)
     rcs = sorted(run.cwd.glob("mpidispatch-workers-%s.*.rc" % job_id))
     assert [p.read_text().strip() for p in rcs] == ["0", "0"]     # stopped, not killed
-    assert not list(run.cwd.glob("mpidispatch-port-*.json"))
-    assert survivors("mpidispatch.launch.worker_arrays") == []
+    assert not list(run.cwd.glob("mpidispatch-rendezvous-*.json"))
+    # issue 10, point 6: the job script was private (0700), the key on no command line and
+    # in no file name; the scripts the array wrote are gone
+    assert run.value("SCRIPT_MODE") == "0o700"
+    assert run.value("KEY_ON_COMMAND_LINES") == "0"
+    assert run.value("KEY_IN_FILE_NAMES") == "0"
+    assert not list(run.cwd.glob("mpidispatch-workers*.sbatch")) + \
+        list(run.cwd.glob("mpidispatch-workers*.sge")) + \
+        list(run.cwd.glob("mpidispatch-workers-*.py"))
+    assert survivors("mpidispatch.arrays.worker") == []
     assert survivors(str(run.cwd)) == []
 
 
@@ -264,7 +321,7 @@ def test_workers_exit_when_the_manager_dies(mpi_run):
 def test_submission_failure_is_a_start_error(tmp_path):
     needs("slurm")
     code = ("from mpidispatch import Manager, WorkerStartError\n"
-            "from mpidispatch.launch.worker_arrays import SlurmWorkerArray\n"
+            "from mpidispatch.arrays import SlurmWorkerArray\n"
             "m = Manager()\n"
             "m.add_worker(SlurmWorkerArray(2, options='--partition=no-such-partition'))\n"
             "c = m.get_context(); c.add_task(int)\n"
@@ -282,10 +339,10 @@ def test_submission_failure_is_a_start_error(tmp_path):
 @pytest.mark.sge
 @pytest.mark.timeout(90)
 def test_array_job_that_ends_early_is_a_start_error(mpi_run):
-    """Tasks with a wrong token are refused and the job ends FAILED: the manager reports it
+    """Tasks with a wrong key are refused and the job ends FAILED: the manager reports it
     within seconds (not after start_timeout=60), naming the job and its output files."""
     needs("sge")
-    run = mpi_run("arrays_join.py", "sge", "2", "--bad-token", timeout=80, env=_join_env())
+    run = mpi_run("arrays_join.py", "sge", "2", "--bad-key", timeout=80, env=_join_env())
     assert run.returncode == 0, run
     seconds, message = run.value("START_ERROR").split(" ", 1)
     assert float(seconds) < 30
@@ -293,4 +350,5 @@ def test_array_job_that_ends_early_is_a_start_error(mpi_run):
     assert "the sge array job %s ended (FAILED) before" % job_id in message
     assert "mpidispatch-workers-%s.1.out" % job_id in message
     outputs = sorted(run.cwd.glob("mpidispatch-workers-%s.*.out" % job_id))
-    assert outputs and all("REJECT bad token" in p.read_text() for p in outputs)
+    assert outputs and all("bad key" in p.read_text() for p in outputs)
+    assert "wrong key" in message                  # the manager says what it refused

@@ -11,7 +11,7 @@ line equivalent is ``mpidispatch submit`` (:mod:`mpidispatch.launch.cli`).
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, Optional, Sequence, Type, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Type, Union
 
 from . import _options, _script
 from ._base import (CANCELLED, CANCELLED_EXIT_CODE, COMPLETED, FAILED, PENDING, RUNNING,
@@ -20,8 +20,6 @@ from .errors import (JobTimeoutError, JobWillNotRunError, SchedulerError,
                      SchedulerNotFoundError)
 from .sge import SGEJob
 from .slurm import SlurmJob
-from .worker_arrays import (AllocationError, ConnectNotSupportedError, SGEPEWorkerArray,
-                            SGEQsubWorkerArray, SlurmWorkerArray)
 
 __all__ = ["submit", "Job", "SlurmJob", "SGEJob", "SCHEDULERS", "SchedulerError",
            "SchedulerNotFoundError", "JobTimeoutError", "JobWillNotRunError", "PENDING",
@@ -29,6 +27,19 @@ __all__ = ["submit", "Job", "SlurmJob", "SGEJob", "SCHEDULERS", "SchedulerError"
            "FAILED", "CANCELLED", "UNKNOWN", "CANCELLED_EXIT_CODE",
            "SGEPEWorkerArray", "SGEQsubWorkerArray", "SlurmWorkerArray", "AllocationError",
            "ConnectNotSupportedError"]
+
+#: Names kept here for compatibility; they live in :mod:`mpidispatch.arrays`.
+_ARRAY_NAMES = frozenset({"SGEPEWorkerArray", "SGEQsubWorkerArray", "SlurmWorkerArray",
+                          "AllocationError", "ConnectNotSupportedError"})
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: mpidispatch.arrays submits its jobs through this package
+    if name in _ARRAY_NAMES:
+        from .. import arrays
+        return getattr(arrays, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
 
 #: Scheduler name -> job class. "sge" also covers Son of Grid Engine / Open Cluster Scheduler.
 SCHEDULERS: Dict[str, Type[Job]] = {"slurm": SlurmJob, "sge": SGEJob}

@@ -181,9 +181,11 @@ class Job:
             raise SchedulerError("job %s was already submitted" % self.id)
         self._find_exe(self.submit_command[0])        # before writing anything
         os.makedirs(self.options.workdir, exist_ok=True)
-        with open(self.script_path, "w") as fh:
+        # only the user may read it (it names the run's files), whatever the umask
+        fd = os.open(self.script_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fd, 0o700)
             fh.write(self.script)
-        os.chmod(self.script_path, 0o755)
         proc = self.run_command(self.submit_argv())
         self.id = self.parse_job_id(proc.stdout)
         self.check_runnable(cancel=True)
@@ -246,7 +248,7 @@ class Job:
                 return code
             if deadline is not None and time.monotonic() >= deadline:
                 raise JobTimeoutError(
-                    "%s job %s is still %s after %.0f s; it was left alone: wait again, or "
+                    "%s job %s is still %s after %s s; it was left alone: wait again, or "
                     "cancel it with job.cancel() / `%s %s`"
                     % (self.scheduler, job_id, state, timeout,
                        " ".join(self.cancel_command), job_id))

@@ -134,7 +134,7 @@ class SGEJob(Job):
                 return (UNKNOWN if not records else RUNNING), None   # accounting lags
         if not records:
             return (CANCELLED, 0) if self._cancelled else (UNKNOWN, None)
-        codes = [int(re.match(r"-?\d+", r["exit_status"]).group()) for r in records]
+        codes = [_leading_int(r["exit_status"]) for r in records]
         failed = [r.get("failed", "0").split()[0] != "0" for r in records]
         deleted = [r.get("deleted_by", "NONE") not in ("NONE", "") for r in records]
         code = max(codes)
@@ -143,3 +143,9 @@ class SGEJob(Job):
         if any(failed) or code != 0:
             return FAILED, code if code else 1
         return COMPLETED, code
+
+
+def _leading_int(text: str, default: int = 1) -> int:
+    """The integer an accounting field starts with (``"137 (killed)"`` -> 137)."""
+    m = re.match(r"-?\d+", text)
+    return int(m.group()) if m else default

@@ -207,12 +207,12 @@ class SlurmJob(Job):
         if unfinished:
             all_pending = len(unfinished) == len(states) and all(s in _PENDING for s in states)
             return (PENDING if all_pending else RUNNING), None
-        code = max(codes) if codes else None
+        last: Optional[int] = max(codes) if codes else None
         if "CANCELLED" in states:
-            return CANCELLED, code
+            return CANCELLED, last
         if any(s in _FAILED for s in states):
-            return FAILED, code if code else 1
-        return COMPLETED, code
+            return FAILED, last if last else 1
+        return COMPLETED, last
 
 
 def _int(text: Optional[str]) -> Optional[int]:

@@ -8,7 +8,7 @@ import sys
 import time
 
 from mpidispatch import Manager
-from mpidispatch.launch.worker_arrays import SGEPEWorkerArray, SlurmWorkerArray
+from mpidispatch.arrays import SGEPEWorkerArray, SlurmWorkerArray
 
 
 def square(x):

@@ -12,7 +12,7 @@ import sys
 import time
 
 from mpidispatch import Manager
-from mpidispatch.launch.worker_arrays import SGEQsubWorkerArray, SlurmWorkerArray
+from mpidispatch.arrays import SGEQsubWorkerArray, SlurmWorkerArray
 
 
 def square(x):
@@ -24,19 +24,22 @@ kind, n = sys.argv[1], int(sys.argv[2])
 die = "--die" in sys.argv
 array = (SlurmWorkerArray(n, options="--time=5") if kind == "slurm"
          else SGEQsubWorkerArray(n, options="-l h_rt=0:05:00"))
-if "--bad-token" in sys.argv:
+os.umask(0o022)
+if "--bad-key" in sys.argv:
+    import json
     real_job = array._job
 
-    def job_with_wrong_token(port_file, dry_run=False):
-        good, array.token = array.token, "0" * 32
-        try:
-            return real_job(port_file, dry_run)
-        finally:
-            array.token = good
-    array._job = job_with_wrong_token
+    def job_with_wrong_key(rendezvous_file, dry_run=False):
+        other = os.path.join(os.getcwd(), "other-key.json")
+        with open(rendezvous_file) as fh:
+            info = json.load(fh)
+        with open(other, "w") as fh:
+            json.dump(dict(info, key="00" * 32), fh)
+        return real_job(other, dry_run)
+    array._job = job_with_wrong_key
 m = Manager(output="join-worker%d.output", start_timeout=60)
 m.add_worker(array)
-if "--bad-token" in sys.argv:
+if "--bad-key" in sys.argv:
     from mpidispatch import WorkerStartError
     c = m.get_context()
     c.add_task(int)
@@ -55,6 +58,20 @@ t0 = time.monotonic()
 results = c.get_results()
 print("RESULTS", [r[0] for r in results], flush=True)
 print("PIDS", len({r[1] for r in results}), flush=True)
+print("SCRIPT_MODE", oct(os.stat(array.job.script_path).st_mode & 0o777), flush=True)
+key = array.rendezvous.key.hex()
+leaks = 0
+for pid in os.listdir("/proc"):
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as fh:
+            cmdline = fh.read().decode("utf-8", "replace")
+    except OSError:
+        continue
+    leaks += key[:12] in cmdline or key in cmdline
+print("KEY_ON_COMMAND_LINES", leaks, flush=True)
+parts = {key[i:i + 12] for i in range(0, len(key) - 11)}
+print("KEY_IN_FILE_NAMES", sum(any(p in name for p in parts) for name in os.listdir(".")),
+      flush=True)
 print("JOB", array.job.id, flush=True)
 print("SECONDS %.1f" % (time.monotonic() - t0), flush=True)
 if die:

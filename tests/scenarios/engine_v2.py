@@ -294,3 +294,46 @@ elif MODE == "mpich_static_ft":
         print("ACCEPTED")
     except Exception as exc:
         print("REFUSED", type(exc).__name__, str(exc).replace("\n", " "))
+elif MODE == "big_headers":
+    # Headers over mpi4py's 32 KiB posted-receive buffer crashed workers and the manager:
+    # a long exception text, a task whose pickle is just over the old inline limit, long
+    # run_cmd source.
+    from mpidispatch import job
+
+    def long_error():
+        raise ValueError("x" * 20000)
+
+    class Sized:
+        def __init__(self, n):
+            self.blob = b"z" * n
+
+        def __call__(self):
+            return len(self.blob)
+
+    m = Manager()
+    if not m.workers:
+        m.add_worker(LocalWorker())
+    c = m.get_context()
+    c.add_task(long_error)
+    for n in (32 * 1024 - 120, 32 * 1024 - 8, 32 * 1024 + 100, 16 * 1024 - 60):
+        c.add_task(Sized(n))
+    got, errors = [], []
+    it = c.get_results_unordered()
+    while True:
+        try:
+            got.append(next(it))
+        except StopIteration:
+            break
+        except RemoteError as exc:
+            errors.append((type(exc.exc).__name__, len(str(exc.exc))))
+    print("SIZES", sorted(got))
+    print("ERRORS", errors)
+    m.close()
+    j = job()
+    if not list(j):
+        j.append(LocalWorker())
+    j.start()
+    source = "manager.send_data(len(%r))" % ("s" * 50000)
+    j[0].run_cmd(source)
+    print("RUN_CMD", j[0].get_data(timeout=60))
+    j.close()

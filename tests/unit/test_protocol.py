@@ -4,9 +4,9 @@ import pickle
 import numpy
 
 from mpidispatch import _protocol, _serialize
-from mpidispatch._protocol import (RECORDS, ControlMsg, ErrorKind, ErrorMsg, Tag,
-                                   TaskMsg, Verb, pack, pack_error, requests_done,
-                                   send_message, transfer_active, unpack_error)
+from mpidispatch._protocol import (INLINE_MAX, RECORDS, ControlMsg, ErrorKind, ErrorMsg, Tag,
+                                   TaskMsg, Verb, control, error_message, pack, pack_error,
+                                   requests_done, send_message, transfer_active, unpack_error)
 from _nompi import no_mpi_initialized  # noqa: F401  (autouse fixture)
 
 
@@ -79,8 +79,10 @@ def test_errors_carry_type_text_and_traceback():
         1 / 0
     except ZeroDivisionError as exc:
         packed = pack_error(exc, "worker h:1")
-    msg = ErrorMsg(5, ErrorKind.RAISED.value, packed)
-    exc, tb = unpack_error(msg.error)
+    message, buffers = error_message(5, ErrorKind.RAISED, packed)
+    msg = ErrorMsg(*message)
+    assert not buffers and msg.data is not None
+    exc, tb = unpack_error(_serialize.loads(msg.data))
     assert isinstance(exc, ZeroDivisionError) and "worker h:1" in tb and "1 / 0" in tb
 
 
@@ -94,5 +96,27 @@ def test_an_unpicklable_exception_still_gets_reported():
 
 
 def test_control_verbs_are_small_ints_on_the_wire():
-    msg = ControlMsg(Verb.STOP.value, {"hard": False})
-    assert pickle.loads(pickle.dumps(tuple(msg)))[0] == 4 and Verb(msg.verb) is Verb.STOP
+    message, buffers = control(Verb.STOP, {"hard": False})
+    msg = ControlMsg(*pickle.loads(pickle.dumps(message)))
+    assert msg.verb == 4 and Verb(msg.verb) is Verb.STOP and not buffers
+    assert _serialize.loads(msg.data) == {"hard": False}
+    assert control(Verb.BYE) == ((Verb.BYE.value, None, ()), [])
+
+
+MPI4PY_IRECV_BUFFER = 32 * 1024  # mpi4py.rc.irecv_bufsz: a longer header crashed receivers
+
+
+def test_every_header_stays_under_the_posted_receive_buffer():
+    """Long tracebacks, error texts, run_cmd sources and control infos go as buffers."""
+    try:
+        raise ValueError("x" * 200000)
+    except ValueError as exc:
+        packed = pack_error(exc, "w")
+    headers = [error_message(1, ErrorKind.RAISED, packed),
+               control(Verb.EXEC, "print(1)\n" * 50000),
+               control(Verb.WELCOME, {"sys_path": ["/p" * 100] * 1000})]
+    for edge in (INLINE_MAX - 50, INLINE_MAX, INLINE_MAX + 1, 4 * INLINE_MAX):
+        data, sizes, bufs = pack(b"y" * edge, [])
+        headers.append(((1, 0, data, sizes), bufs))
+    for message, buffers in headers:
+        assert len(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)) < MPI4PY_IRECV_BUFFER
