@@ -528,15 +528,16 @@ def encode_result(obj: Any) -> bytes:
     """
     if type(obj) in _PLAIN_TYPES:
         return pickle.dumps(obj, 5)
-    from .._serialize import _FastPickler, _NeedsByValue
-    import io
-    stream = io.BytesIO()
     try:
-        _FastPickler(stream, 5).dump(obj)
-        return stream.getvalue()
-    except (_NeedsByValue, pickle.PicklingError, AttributeError, TypeError):
-        import cloudpickle
-        return cloudpickle.dumps(obj, protocol=5)
+        data = pickle.dumps(obj, 5)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        pass   # a lambda, a closure, a local class: cloudpickle may manage
+    else:
+        # a reference into the script's module would not resolve under another launcher
+        if b"__main__" not in data and b"__mp_main__" not in data:
+            return data
+    import cloudpickle
+    return cloudpickle.dumps(obj, protocol=5)
 
 
 def encode_error(exc: BaseException) -> bytes:
