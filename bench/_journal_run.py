@@ -1,22 +1,22 @@
-"""One journaled (or not) no-op run under mpiexec. argv: N JOURNAL (``-``: no journal)."""
+"""One journaled (or not) run of N no-op tasks (``abs(i)``) under mpiexec.
+
+argv: N JOURNAL (``-``: no journal).
+"""
 import functools
 import sys
 import time
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _tasks import noop  # noqa: E402
-
-from mpidispatch import Manager  # noqa: E402
+from mpidispatch import Manager
 
 n, journal = int(sys.argv[1]), sys.argv[2]
 m = Manager(output=None, **({} if journal == "-" else {"journal": journal}))
 c = m.get_context()
-c.add_task(functools.partial(noop, -1))
+c.add_task(functools.partial(abs, -1))
 c.get_results()                        # workers up and warm
 t = time.perf_counter()
 cpu = time.process_time()
 for i in range(n):
-    c.add_task(functools.partial(noop, i))
+    c.add_task(functools.partial(abs, i))
 count = sum(1 for _ in c.get_results_unordered())
 dt = time.perf_counter() - t
 cpu = time.process_time() - cpu

@@ -32,15 +32,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))
 
-from _tasks import noop  # noqa: E402
-
 from mpidispatch import _serialize  # noqa: E402
 from mpidispatch.journal import Journal, encode_result  # noqa: E402
 
 
 def payloads(n):
-    """The pickled bytes of n no-op tasks, as the engine has them."""
-    return [_serialize.dumps(functools.partial(noop, i))[0] for i in range(n)]
+    """The pickled bytes of n no-op tasks (``abs(i)``), as the engine has them."""
+    return [_serialize.dumps(functools.partial(abs, i))[0] for i in range(n)]
 
 
 def children_cpu():
@@ -113,9 +111,19 @@ def faces_take_journal():
     return "journal" in Options.__dataclass_fields__
 
 
+def environment():
+    """This environment plus what the MPI wheel needs for an ``mpiexec`` we start."""
+    from mpidispatch import _mpienv
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")])
+    for key, value in _mpienv.recommended_environment(for_launcher=True).items():
+        env.setdefault(key, value)
+    env["PATH"] = os.path.join(_mpienv.env_prefix(), "bin") + os.pathsep + env.get("PATH", "")
+    return env
+
+
 def mpi_rate(n, journal, writer="thread"):
     from mpidispatch.cli import mpiexec_command
-    from throughput import environment
     cmd = mpiexec_command(3) + [sys.executable, os.path.join(HERE, "_journal_run.py"), str(n),
                                 journal or "-"]
     env = dict(environment(), MPIDISPATCH_JOURNAL_WRITER=writer)

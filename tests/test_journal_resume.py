@@ -306,11 +306,11 @@ def test_requeue_template_runs_a_farm_to_the_end_across_allocations(tmp_path):
     for name in ("requeue.sbatch", "_mpi_env.sh"):
         shutil.copy(TEMPLATES / name, tmp_path / name)
     (tmp_path / "farm.py").write_text(SLURM_FARM)
-    n, seconds = 50, 1.0      # 25 s of work on 2 workers
+    n, seconds = 100, 1.0     # 50 s of work on 2 workers: longer than any first warning
     run = "mpiexec -n 3 --oversubscribe python farm.py %d farm.db marks %g" % (n, seconds)
     env = dict(_environment(None), VENV=sys.prefix, RUN=run, STOP_GRACE="30")
     # A 1-minute limit and the warning 50 s before it: Slurm checks limits about every 30 s,
-    # so the warning comes 10-40 s into each allocation; the farm needs more than that.
+    # so the warning comes 10-40 s into each allocation, before the farm can be done.
     submit = subprocess.run(
         ["sbatch", "--parsable", "--time=1", "--signal=B:USR1@50", "--ntasks=2",
          "--export=ALL", "requeue.sbatch"],
@@ -319,7 +319,7 @@ def test_requeue_template_runs_a_farm_to_the_end_across_allocations(tmp_path):
     job_id = submit.stdout.strip().split(";")[0]
     output = tmp_path / ("mpi-farm-%s.out" % job_id)
     try:
-        deadline = time.monotonic() + 540
+        deadline = time.monotonic() + 560
         while time.monotonic() < deadline:
             state = job_state(job_id)
             if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "GONE", "NODE_FAIL"):
