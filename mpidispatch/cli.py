@@ -42,8 +42,6 @@ COMMANDS = {
     "info": "print the MPI wheel, its version and the settings mpidispatch applies",
     "doctor": "check this environment, one line per check with a fix (exit 1 on a problem)",
     "submit": "run a script as a Slurm or Grid Engine job (mpidispatch submit -h)",
-    "status": "how far a journaled run has got: mpidispatch status run.db [--watch]",
-    "report": "an HTML report of a journaled run: mpidispatch report run.db -o report.html",
     "bench": "measure mpidispatch beside mpi4py.futures and multiprocessing on this machine",
 }
 _USAGE = ("mpidispatch [-h] [-V] [-n N] [--ft] [--output PATTERN] script.py [args ...]\n"
@@ -165,7 +163,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[0] == "doctor":
         from . import doctor
         return doctor.main(argv[1:])
-    if argv[0] in ("status", "report"):   # run journals: docs/journal.md
+    # Run journals (docs/journal.md); not in COMMANDS yet, so that the usage line the
+    # tests and docs/cli.md show stays as it is until they are updated together.
+    if argv[0] in ("status", "report"):
         from .journal import report, status
         return (status.status_main if argv[0] == "status" else report.report_main)(argv[1:])
     if argv[0] == "bench":
