@@ -8,6 +8,7 @@ or slows the manager.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import List, Optional, TextIO
@@ -149,4 +150,8 @@ def status_main(argv: Optional[List[str]] = None, out: Optional[TextIO] = None) 
                 return 0
             time.sleep(args.watch)
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:   # e.g. `mpidispatch status run.db | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())   # so that the exit's flush does not complain
         return 0
