@@ -12,6 +12,7 @@ environment at arbitrary moments. Now :func:`resolve` is the only place an optio
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Dict, Optional
 
 from ._util import env_get
@@ -45,6 +46,10 @@ class Options:
             ``MPIDISPATCH_STOP_TIMEOUT``; default 10.
         force_heartbeat: use heartbeats even for workers on this host (tests). Env
             ``MPIDISPATCH_FORCE_HEARTBEAT``; default false.
+        journal: a run journal file (``run.db``): every task's outcome is recorded there,
+            and a task whose outcome is recorded is not run again (docs/journal.md).
+        retry_failed: with a journal, run tasks recorded as failed again instead of
+            returning their recorded error.
     """
 
     python: Optional[str] = None
@@ -59,6 +64,8 @@ class Options:
     health_interval: float = 0.2
     stop_timeout: float = 10.0
     force_heartbeat: bool = False
+    journal: Optional[str] = None
+    retry_failed: bool = False
 
 
 #: Options that may come from the environment, and how to parse them.
@@ -189,4 +196,8 @@ def validate(o: Options) -> None:
     _positive("heartbeat_timeout", o.heartbeat_timeout)
     _positive("health_interval", o.health_interval)
     _positive("stop_timeout", o.stop_timeout)
+    if o.journal is not None and not isinstance(o.journal, (str, os.PathLike)):
+        raise TypeError("journal must be a file name (str) or None, not %r" % (o.journal,))
+    if not isinstance(o.retry_failed, bool):
+        raise TypeError("retry_failed must be True or False, not %r" % (o.retry_failed,))
 

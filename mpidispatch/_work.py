@@ -65,10 +65,11 @@ class WorkItem:
         task: the task object the user submitted (for error messages and ``Error.task``).
         tries: losses of a worker while it ran this task.
         killed: distinct workers lost while they ran this task.
+        key: the task's key in the run journal (None without a journal).
     """
 
     __slots__ = ("work_id", "index", "task", "payload", "setup", "group", "tries", "killed",
-                 "worker", "result", "error", "timeout", "tag", "state")
+                 "worker", "result", "error", "timeout", "tag", "state", "key")
 
     def __init__(self, task: Any, payload: Payload, group: Any, index: int,
                  setup: Optional[Setup] = None, timeout: Optional[float] = None,
@@ -87,6 +88,7 @@ class WorkItem:
         self.timeout = timeout
         self.tag = tag
         self.state = QUEUED
+        self.key: Optional[str] = None
 
     def describe(self) -> str:
         """How an error names this task: 'task #51 (<repr>)'."""

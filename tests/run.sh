@@ -20,6 +20,12 @@ case "$SCHED" in true|1|yes) SCHED=1 ;; *) SCHED=0 ;; esac
 if [ "$SCHED" = 1 ] && [ "$(id -u)" = 0 ]; then
   trap 'timeout 120 bash .ci/schedulers.sh stop >/dev/null 2>&1 || true' EXIT
   timeout 600 bash .ci/schedulers.sh start || echo "warning: schedulers did not start; their tests will skip"
+  # Headless Chromium for the journal report's screenshot test (Debian package).
+  if ! command -v chromium >/dev/null 2>&1; then
+    (timeout 600 apt-get install -y -qq chromium >/dev/null 2>&1 \
+      || { timeout 300 apt-get update -qq && timeout 600 apt-get install -y -qq chromium; } \
+      >/dev/null 2>&1) || echo "warning: chromium did not install; the report screenshot test will skip"
+  fi
 fi
 
 rc=0
