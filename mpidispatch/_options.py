@@ -72,7 +72,8 @@ class Options:
 _FROM_ENV = {
     "start_timeout": float, "prefetch": int, "max_retries": int, "task_timeout": float,
     "heartbeat_timeout": float, "health_interval": float, "stop_timeout": float,
-    "force_heartbeat": "bool", "respawn_budget": int,
+    "force_heartbeat": "bool", "respawn_budget": int, "journal": str,
+    "retry_failed": "bool",
 }
 _FIELDS = {f.name for f in dataclasses.fields(Options)}
 
@@ -92,6 +93,8 @@ ENVIRONMENT: Dict[str, str] = {
     "MPIDISPATCH_BACKOFF_SPIN": "seconds an idle process yields before it sleeps (0.02)",
     "MPIDISPATCH_BACKOFF_MAX": "longest sleep of an idle process, seconds (0.01)",
     "MPIDISPATCH_CHUNK_BYTES": "largest single MPI message of a big buffer (1 GiB)",
+    "MPIDISPATCH_JOURNAL": "run journal file for every face (none); `submit --journal` sets it",
+    "MPIDISPATCH_RETRY_FAILED": "with a journal, rerun tasks recorded as failed (false)",
     "MPIDISPATCH_SUMMARY_AFTER": "print the summary line after runs this long, seconds (60)",
 }
 
