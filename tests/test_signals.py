@@ -384,7 +384,7 @@ def test_mpiexec_lines_and_environment_have_one_home():
 
 
 @pytest.mark.parametrize("backend,ft,over,expect", [
-    ("openmpi", True, True, ["--with-ft", "ulfm", "-n", "3", "--oversubscribe"]),
+    ("openmpi", True, True, ["--with-ft", "ulfm", "-n", "3", "--map-by", "slot:oversubscribe"]),
     ("openmpi", False, False, ["-n", "3"]),
     ("mpich", True, True, ["-disable-auto-cleanup", "-n", "3"])])
 def test_mpiexec_command(monkeypatch, backend, ft, over, expect):

@@ -107,7 +107,8 @@ def _follow(job: Job, timeout: Optional[float]) -> int:
 
 
 #: submit()'s keywords as the messages of its ValueErrors name them -> the command's flags.
-_KEYWORD_FLAGS = {"journal": "--journal", "nprocs": "-n", "time": "--time", "mem": "--mem", "array": "--array",
+_KEYWORD_FLAGS = {"journal": "--journal",
+                  "nprocs": "-n", "time": "--time", "mem": "--mem", "array": "--array",
                   "queue": "--partition", "pe": "--pe", "workdir": "--workdir",
                   "pe (parallel environment)": "--pe",
                   "launcher='srun'": "--launcher srun", "scheduler='slurm'": "--scheduler slurm",

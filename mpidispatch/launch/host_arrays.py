@@ -29,6 +29,7 @@ import time
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 
+from .. import _mpiexec
 from ..arrays.rendezvous import package_parent as _package_parent
 from ..arrays.submitted import JobArray as _JoiningArray
 
@@ -168,9 +169,8 @@ class HostWorkerArray(_JoiningArray):
                 env[key] = value
         words = (["cd", self.workdir, "&&", "exec", "env"]
                  + ["%s=%s" % (k, v) for k, v in sorted(env.items())]
-                 + [os.path.join(bindir, "mpiexec"), "-n", str(count),
-                    "-disable-auto-cleanup",     # one worker's death spares the others
-                    sys.executable, "-m"])
+                 # fault tolerant: one worker's death spares the others
+                 + _mpiexec.command(count, [sys.executable, "-m"], fault_tolerant=True))
         # the key is in the rendezvous file (mode 0600), never on this command line
         words += ["mpidispatch.arrays.worker", "--rendezvous-file", port_file, "--log", out]
         return " ".join(w if w == "&&" else shlex.quote(w) for w in words)
