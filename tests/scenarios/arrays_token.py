@@ -25,7 +25,7 @@ import sys
 import time
 
 from mpidispatch import _mpienv
-from mpidispatch._protocol import Tag
+from mpidispatch._protocol import ControlMsg, Tag, Verb, control, read_info
 from mpidispatch.arrays import auth
 from mpidispatch.arrays.rendezvous import Rendezvous
 
@@ -123,9 +123,11 @@ if _mpienv.backend() == "mpich":
                                          "--rendezvous-file", rdv.path],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     comm = take(30)
-    hello = comm.recv(source=0, tag=Tag.CONTROL)
-    print("GOOD", hello[0], flush=True)
-    comm.send(("stop",), dest=0, tag=Tag.CONTROL)
+    hello = ControlMsg(*comm.recv(source=0, tag=Tag.CONTROL))
+    print("GOOD", Verb(hello.verb).name.lower(), flush=True)
+    read_info(comm, 0, hello)                         # its buffers, if any
+    message, _ = control(Verb.STOP, {"hard": False})
+    comm.send(message, dest=0, tag=Tag.CONTROL)
     comm.Disconnect()
     out, err = worker.communicate(timeout=30)
     print("GOOD_EXIT", worker.returncode, flush=True)
