@@ -33,9 +33,10 @@ from . import _lifecycle, _signals, _world
 from ._failure import FailurePolicy, Verdict, check_mode
 from ._mpienv import mpi, ulfm_error_classes
 from ._options import Options, validate
-from ._protocol import (ControlMsg, ErrorKind, ErrorMsg, ResultMsg, Tag, Verb, control,
-                        read_info, decode,
+from ._protocol import (BATCH_MAX, ControlMsg, ErrorKind, ErrorMsg, Tag, Verb, batch_fits,
+                        control, read_info, decode,
                         requests_done, send_message, transfer_active, unpack_error)
+from ._serialize import loads
 from ._util import Backoff, hostname
 from ._work import QUEUED, WorkItem
 from . import _workerlife as life
@@ -51,6 +52,11 @@ _engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 #: Mean task time above which a worker gets one task at a time (see ``_depth``).
 LONG_TASK = 0.005
+
+#: Seconds of (measured) task time that an automatic batch holds: tasks shorter than half of
+#: this -- much shorter than a message round trip plus the manager's time per message --
+#: travel several to a message (see ``_batch_size``).
+BATCH_SECONDS = 0.001
 
 
 def _close_all() -> None:
@@ -198,7 +204,7 @@ class Engine:
     def slots(self) -> int:
         """Tasks the live workers can hold now: workers x tasks in flight per worker (the
         base of the one back-pressure rule, :meth:`TaskGroup.capacity`)."""
-        return len(self.live_workers()) * self._depth()
+        return len(self.live_workers()) * self._depth() * self._batch_limit()
 
     def outstanding(self) -> int:
         """Tasks queued or held by workers."""
@@ -218,42 +224,110 @@ class Engine:
             return 1
         return self.prefetch
 
+    def _batch_limit(self) -> int:
+        """Most tasks per message now: the ``batch`` option, or when automatic, as many as
+        fill :data:`BATCH_SECONDS` of measured task time (1 until a task was measured, for
+        tasks of half that or longer, and with a task time limit)."""
+        limit = self.options.batch
+        if limit is not None:
+            return min(limit, BATCH_MAX)
+        mean = self._mean_task
+        if not mean or self.options.task_timeout is not None:
+            return 1
+        return max(1, min(BATCH_MAX, int(BATCH_SECONDS / mean)))
+
     def _dispatch(self) -> None:
         queue = self.queue
         depth = self._depth()
+        ready = self.ready
+        size = self._batch_limit()
+        if size > 1:  # spread the queue over the workers' slots, never all to one worker
+            size = min(size, -(-len(queue) // (len(ready) * depth or 1)))
         for level in range(depth):
-            for w in self.ready:
+            room = level * size
+            for w in ready:
                 if not queue:
                     return
-                if len(w.inflight) <= level and w.state == READY:
-                    self._send_task(w, queue.popleft())
+                if len(w.inflight) <= room and w.state == READY:
+                    if size > 1:
+                        self._send_batch(w, size)
+                    else:
+                        self._send_task(w, queue.popleft())
+
+    def _context_for(self, w: Worker, item: WorkItem) -> int:
+        """The context id of ``item``'s setup; sends the setup first if ``w`` lacks it."""
+        setup = item.setup
+        if setup is None:
+            return 0
+        context_id = setup.id
+        if context_id not in w.contexts:
+            p = setup.payload
+            w.contexts.add(context_id)
+            w.setup_running = setup
+            self._send(w, Tag.SETUP, (context_id, p.data, p.sizes), p.buffers)
+        return context_id
 
     def _send_task(self, w: Worker, item: WorkItem) -> None:
         item.worker = w
         if not item.group._starting(item):
             item.worker = None
             return  # cancelled by its owner meanwhile: never sent
-        setup = item.setup
-        context_id = 0
-        if setup is not None:
-            context_id = setup.id
-            if context_id not in w.contexts:
-                p = setup.payload
-                w.contexts.add(context_id)
-                w.setup_running = setup
-                self._send(w, Tag.SETUP, (context_id, p.data, p.sizes), p.buffers)
+        context_id = self._context_for(w, item)
         p = item.payload
         if not w.inflight:
             w.busy_since = time.monotonic()
         w.inflight[item.work_id] = item
-        item.worker = w
         self._send(w, Tag.TASK, (item.work_id, context_id, p.data, p.sizes), p.buffers)
+
+    def _send_batch(self, w: Worker, size: int) -> None:
+        """Send up to ``size`` tasks from the head of the queue to ``w`` in one TASKS message.
+
+        A batch takes consecutive tasks of one setup that may share a message: small inline
+        payloads (:func:`~._protocol.batch_fits`), no time limit, never retried after a
+        lost worker (such a task travels alone, so that a task that kills its worker is
+        found and does not take the others down again). The first task that does not fit
+        ends the batch; a batch of one is sent as a plain TASK.
+        """
+        queue = self.queue
+        first = queue[0]
+        if not _batchable(first):
+            self._send_task(w, queue.popleft())
+            return
+        setup = first.setup
+        entries: List[tuple] = []
+        nbytes = 0
+        inflight = w.inflight
+        was_idle = not inflight
+        while queue and len(entries) < size:
+            item = queue[0]
+            data = item.payload.data
+            if item.setup is not setup or not _batchable(item) \
+                    or not batch_fits(len(entries), nbytes, data):
+                break
+            queue.popleft()
+            item.worker = w
+            if not item.group._starting(item):
+                item.worker = None
+                continue  # cancelled by its owner meanwhile: never sent
+            entries.append((item.work_id, data))
+            nbytes += len(data)
+            inflight[item.work_id] = item
+        if not entries:
+            return
+        context_id = self._context_for(w, first)
+        if was_idle:
+            w.busy_since = time.monotonic()
+        if len(entries) == 1:
+            work_id, data = entries[0]
+            self._send(w, Tag.TASK, (work_id, context_id, data, ()))
+        else:
+            self._send(w, Tag.TASKS, (context_id, entries))
 
     def _send(self, w: Worker, tag: int, message: tuple, buffers: Any = ()) -> bool:
         """Start a send to a worker. A failure marks the worker lost after this turn (never
         while the caller iterates over the workers). Returns False on failure."""
         try:
-            more = send_message(w.comm, w.rank, tag, tuple(message), buffers)
+            more = send_message(w.comm, w.rank, tag, message, buffers)
         except mpi().Exception as exc:
             self._doomed.append((w, "MPI error while sending: %s" % (exc,)))
             return False
@@ -362,6 +436,7 @@ class Engine:
         """
         status = self._status
         got = False
+        now = 0.0
         for _ in range(64):
             req = w.req
             if req is None:
@@ -376,7 +451,8 @@ class Engine:
                 return got
             w.req = None
             got = True
-            w.last_heard = time.monotonic()
+            if not now:
+                now = w.last_heard = time.monotonic()
             try:
                 self._handle(w, status.Get_tag(), payload)
             except mpi().Exception as exc:
@@ -387,8 +463,10 @@ class Engine:
         return got
 
     def _handle(self, w: Worker, tag: int, payload: tuple) -> None:
-        if tag == Tag.RESULT:
-            self._on_result(w, ResultMsg(*payload))
+        if tag == Tag.RESULTS:
+            self._on_results(w, payload[0])
+        elif tag == Tag.RESULT:
+            self._on_result(w, *payload)
         elif tag == Tag.ERROR:
             self._on_error(w, ErrorMsg(*payload))
         elif tag == Tag.CONTROL:
@@ -410,10 +488,12 @@ class Engine:
                 w.errors.append(SerializationError(
                     "data from %r cannot be unpickled: %s" % (w, exc)))
 
-    def _on_result(self, w: Worker, msg: ResultMsg) -> None:
-        item = w.inflight.pop(msg.work_id, None)
+    def _on_result(self, w: Worker, work_id: int, data: Any, sizes: tuple,
+                   took: float = 0.0) -> None:
+        """A RESULT record (:class:`~._protocol.ResultMsg`, unpacked)."""
+        item = w.inflight.pop(work_id, None)
         try:
-            result = decode(w.comm, w.rank, msg.data, msg.sizes)
+            result = decode(w.comm, w.rank, data, sizes) if sizes else loads(data)
         except Exception as exc:
             result = None
             if item is not None:
@@ -424,9 +504,37 @@ class Engine:
         if item is None:
             return  # a task already given up on (timeout, loss)
         item.result = result
-        took = msg.seconds
         self._mean_task = took if not self._mean_task else 0.8 * self._mean_task + 0.2 * took
         self._completed(w, item)
+
+    def _on_results(self, w: Worker, results: tuple) -> None:
+        """A RESULTS record: the results of tasks of a batch (:class:`~._protocol.ResultsMsg`).
+        Each is handled like a RESULT; a result that cannot be unpickled fails its task
+        alone."""
+        inflight = w.inflight
+        mean = self._mean_task
+        done = []
+        for work_id, data, took in results:
+            item = inflight.pop(work_id, None)
+            mean = took if not mean else 0.8 * mean + 0.2 * took
+            if item is None:
+                continue  # a task already given up on (timeout, loss)
+            try:
+                item.result = loads(data)
+            except Exception as exc:
+                item.error = self._task_error(item, SerializationError(
+                    "the result of %s from %r cannot be unpickled here: %s: %s"
+                    % (item.describe(), w, type(exc).__name__, exc)))
+                item.error.__cause__ = exc
+            done.append(item)
+        self._mean_task = mean
+        w.busy_since = time.monotonic()
+        w.tasks_done += len(done)
+        for item in done:
+            item.worker = w
+            self._finish(item)
+        if w.retiring and not inflight:
+            self._stop_workers([w])
 
     def _completed(self, w: Worker, item: WorkItem) -> None:
         """Worker ``w`` is done with ``item`` (result or error set): hand it on."""
@@ -569,6 +677,7 @@ class Engine:
         requeue, give_up = self.policy.after_loss(w, items, reason, live_after)
         for item in reversed(requeue):
             item.state = QUEUED
+            item.solo = True  # never batched again: a task that kills workers runs alone
             self.queue.appendleft(item)
         for item in give_up:
             self._finish(item)
@@ -618,6 +727,12 @@ class Engine:
         else:
             text += ", %d respawned" % self.respawns
         return text
+
+
+def _batchable(item: WorkItem) -> bool:
+    """Whether ``item`` may share a message with other tasks (see ``Engine._send_batch``)."""
+    return not item.solo and item.timeout is None and not item.payload.sizes \
+        and item.payload.data is not None
 
 
 def engine_for_pool(options: Options, max_workers: Optional[int], spawn: int,

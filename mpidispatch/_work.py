@@ -9,10 +9,10 @@ task that loses its worker goes back to ``QUEUED``.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from . import _serialize
-from ._protocol import pack
+from ._protocol import INLINE_MAX, pack
 from .errors import SerializationError
 
 _ids = itertools.count(1)
@@ -37,7 +37,11 @@ class Payload:
             raise SerializationError("the %s %s cannot be pickled: %s: %s"
                                      % (what, _short_repr(obj), type(exc).__name__, exc)
                                      ) from exc
-        self.data, self.sizes, self.buffers = pack(data, buffers)
+        self.buffers: Sequence[Any]
+        if buffers or len(data) > INLINE_MAX:
+            self.data, self.sizes, self.buffers = pack(data, buffers)
+        else:  # the common small task: no lists or tuples of its own
+            self.data, self.sizes, self.buffers = data, (), ()
 
 
 class Setup:
@@ -65,10 +69,11 @@ class WorkItem:
         task: the task object the user submitted (for error messages and ``Error.task``).
         tries: losses of a worker while it ran this task.
         killed: distinct workers lost while they ran this task.
+        solo: never batched with other tasks (set once a worker holding it was lost).
     """
 
     __slots__ = ("work_id", "index", "task", "payload", "setup", "group", "tries", "killed",
-                 "worker", "result", "error", "timeout", "tag", "state")
+                 "worker", "result", "error", "timeout", "tag", "state", "solo")
 
     def __init__(self, task: Any, payload: Payload, group: Any, index: int,
                  setup: Optional[Setup] = None, timeout: Optional[float] = None,
@@ -87,6 +92,7 @@ class WorkItem:
         self.timeout = timeout
         self.tag = tag
         self.state = QUEUED
+        self.solo = False
 
     def describe(self) -> str:
         """How an error names this task: 'task #51 (<repr>)'."""
