@@ -97,8 +97,12 @@ class TaskGroup:
         Raises:
             SerializationError: the task cannot be pickled (nothing is queued).
         """
-        item = self.make_item(task, call, timeout, tag)
-        self.enqueue(item)
+        item = WorkItem(task, Payload(task if call is None else call), self,
+                        self._next_index, self.setup, timeout, tag)
+        self._next_index += 1
+        self.engine.submit(item)  # raises if the engine was closed: nothing counted then
+        self.outstanding += 1
+        self.stats.submitted += 1
         return item
 
     def cancel(self, item: WorkItem) -> bool:

@@ -78,7 +78,7 @@ class WorkItem:
     def __init__(self, task: Any, payload: Payload, group: Any, index: int,
                  setup: Optional[Setup] = None, timeout: Optional[float] = None,
                  tag: Any = None) -> None:
-        self.work_id = next_id()
+        self.work_id = next(_ids)
         self.index = index
         self.task = task
         self.payload = payload
