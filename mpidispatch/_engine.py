@@ -91,6 +91,7 @@ class Engine:
         self.start_errors: List[WorkerStartError] = []
         self.lost_count = 0
         self.tasks_done = 0
+        self.batches_sent = 0  # TASKS messages (two tasks or more) sent
         self.requested = 0  # workers asked for (replacements not counted): the budget's base
         self.closed = False
         self._next_index = 0
@@ -248,7 +249,7 @@ class Engine:
             for w in ready:
                 if not queue:
                     return
-                if len(w.inflight) <= room and w.state == READY:
+                if w.load <= room and w.state == READY:
                     if size > 1:
                         self._send_batch(w, size)
                     else:
@@ -267,7 +268,10 @@ class Engine:
             self._send(w, Tag.SETUP, (context_id, p.data, p.sizes), p.buffers)
         return context_id
 
-    def _send_task(self, w: Worker, item: WorkItem) -> None:
+    def _send_task(self, w: Worker, item: WorkItem, weight: int = 1) -> None:
+        """Send one task alone. ``weight``: the slots it takes on ``w`` (a task sent alone
+        while others travel in batches of n takes n: a worker holds ``prefetch`` messages,
+        whatever they carry)."""
         item.worker = w
         if not item.group._starting(item):
             item.worker = None
@@ -277,6 +281,8 @@ class Engine:
         if not w.inflight:
             w.busy_since = time.monotonic()
         w.inflight[item.work_id] = item
+        item.weight = weight
+        w.load += weight
         self._send(w, Tag.TASK, (item.work_id, context_id, p.data, p.sizes), p.buffers)
 
     def _send_batch(self, w: Worker, size: int) -> None:
@@ -291,7 +297,7 @@ class Engine:
         queue = self.queue
         first = queue[0]
         if not _batchable(first):
-            self._send_task(w, queue.popleft())
+            self._send_task(w, queue.popleft(), size)
             return
         setup = first.setup
         entries: List[tuple] = []
@@ -312,8 +318,11 @@ class Engine:
             entries.append((item.work_id, data))
             nbytes += len(data)
             inflight[item.work_id] = item
+            item.weight = 1
         if not entries:
             return
+        w.load += len(entries)
+        self.batches_sent += len(entries) > 1
         context_id = self._context_for(w, first)
         if was_idle:
             w.busy_since = time.monotonic()
@@ -492,6 +501,8 @@ class Engine:
                    took: float = 0.0) -> None:
         """A RESULT record (:class:`~._protocol.ResultMsg`, unpacked)."""
         item = w.inflight.pop(work_id, None)
+        if item is not None:
+            w.load -= item.weight
         try:
             result = decode(w.comm, w.rank, data, sizes) if sizes else loads(data)
         except Exception as exc:
@@ -519,6 +530,7 @@ class Engine:
             mean = took if not mean else 0.8 * mean + 0.2 * took
             if item is None:
                 continue  # a task already given up on (timeout, loss)
+            w.load -= item.weight
             try:
                 item.result = loads(data)
             except Exception as exc:
@@ -558,6 +570,8 @@ class Engine:
                                    % (w, why)), ""
         kind = msg.kind
         item = w.inflight.pop(msg.work_id, None) if msg.work_id is not None else None
+        if item is not None:
+            w.load -= item.weight
         what = item.describe() if item is not None else "a task"
         err: Error
         if kind == ErrorKind.PICKLE:
@@ -613,7 +627,8 @@ class Engine:
         if v.kill:
             self._kill(w)
         if v.kind == "timeout":
-            w.inflight.pop(v.item.work_id, None)
+            if w.inflight.pop(v.item.work_id, None) is not None:
+                w.load -= v.item.weight
             v.item.error = self.policy.timeout_error(v, w)
             self._finish(v.item)
             self._lost(w, "stopped after a task timeout")
@@ -672,6 +687,7 @@ class Engine:
         w._release()
         items = list(w.inflight.values())
         w.inflight.clear()
+        w.load = 0
         replaced = self._replace(w)
         live_after = len(self.live_workers())
         requeue, give_up = self.policy.after_loss(w, items, reason, live_after)
@@ -707,6 +723,7 @@ class Engine:
         for w in self.workers:
             if isinstance(w, WorldWorker):
                 w.inflight.clear()
+                w.load = 0
         # A worker still starting is let finish (bounded) and then stopped like the others:
         # one left connecting would be orphaned, and MPI_Finalize would trip over its link.
         starting = lambda: any(w.state == STARTING for w in self.workers)  # noqa: E731

@@ -70,10 +70,12 @@ class WorkItem:
         tries: losses of a worker while it ran this task.
         killed: distinct workers lost while they ran this task.
         solo: never batched with other tasks (set once a worker holding it was lost).
+        weight: the share of its worker's slots it takes while in flight: 1 in a batch, the
+            batch size when sent alone (see ``Engine._dispatch``).
     """
 
     __slots__ = ("work_id", "index", "task", "payload", "setup", "group", "tries", "killed",
-                 "worker", "result", "error", "timeout", "tag", "state", "solo")
+                 "worker", "result", "error", "timeout", "tag", "state", "solo", "weight")
 
     def __init__(self, task: Any, payload: Payload, group: Any, index: int,
                  setup: Optional[Setup] = None, timeout: Optional[float] = None,
@@ -93,6 +95,7 @@ class WorkItem:
         self.tag = tag
         self.state = QUEUED
         self.solo = False
+        self.weight = 1
 
     def describe(self) -> str:
         """How an error names this task: 'task #51 (<repr>)'."""
