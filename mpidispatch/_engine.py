@@ -282,6 +282,7 @@ class Engine:
             w.busy_since = time.monotonic()
         w.inflight[item.work_id] = item
         item.weight = weight
+        item.batched = False
         w.load += weight
         self._send(w, Tag.TASK, (item.work_id, context_id, p.data, p.sizes), p.buffers)
 
@@ -319,6 +320,7 @@ class Engine:
             nbytes += len(data)
             inflight[item.work_id] = item
             item.weight = 1
+            item.batched = True
         if not entries:
             return
         w.load += len(entries)
@@ -690,7 +692,16 @@ class Engine:
         w.load = 0
         replaced = self._replace(w)
         live_after = len(self.live_workers())
-        requeue, give_up = self.policy.after_loss(w, items, reason, live_after)
+        if items and items[0].batched:
+            # It died in a batch: which task ran is unknown, so none is blamed (no try
+            # counted); each is a suspect and runs alone from now on, where a task that
+            # kills its worker again is found and counted as usual.
+            requeue, give_up = items, []  # type: List[WorkItem], List[WorkItem]
+            for item in items:
+                item.worker = None
+                item.killed += 1
+        else:
+            requeue, give_up = self.policy.after_loss(w, items, reason, live_after)
         for item in reversed(requeue):
             item.state = QUEUED
             item.solo = True  # never batched again: a task that kills workers runs alone

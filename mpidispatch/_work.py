@@ -72,10 +72,12 @@ class WorkItem:
         solo: never batched with other tasks (set once a worker holding it was lost).
         weight: the share of its worker's slots it takes while in flight: 1 in a batch, the
             batch size when sent alone (see ``Engine._dispatch``).
+        batched: it was last sent in a batch of several tasks.
     """
 
     __slots__ = ("work_id", "index", "task", "payload", "setup", "group", "tries", "killed",
-                 "worker", "result", "error", "timeout", "tag", "state", "solo", "weight")
+                 "worker", "result", "error", "timeout", "tag", "state", "solo", "weight",
+                 "batched")
 
     def __init__(self, task: Any, payload: Payload, group: Any, index: int,
                  setup: Optional[Setup] = None, timeout: Optional[float] = None,
@@ -96,6 +98,7 @@ class WorkItem:
         self.state = QUEUED
         self.solo = False
         self.weight = 1
+        self.batched = False
 
     def describe(self) -> str:
         """How an error names this task: 'task #51 (<repr>)'."""
