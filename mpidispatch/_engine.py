@@ -358,14 +358,15 @@ class Engine:
     # -- the loop ----------------------------------------------------------------------------
     def progress_inbox(self) -> bool:
         """Run what other threads handed in with :meth:`call_soon`; True if anything ran."""
-        happened = False
+        inbox = self._inbox
+        if inbox.empty():  # the common case, without raising queue.Empty every turn
+            return False
         while True:
             try:
-                fn = self._inbox.get_nowait()
+                fn = inbox.get_nowait()
             except queue.Empty:
-                return happened
+                return True
             fn()
-            happened = True
 
     def progress(self) -> bool:
         """One turn of the loop. Returns True if anything happened."""
@@ -392,7 +393,7 @@ class Engine:
         if now >= self._next_health:
             self._next_health = now + self.options.health_interval
             self._check_health(now)
-        if self.queue:
+        if self.queue and not self.ready:
             self._fail_stranded()
         return happened
 
