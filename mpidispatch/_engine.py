@@ -276,7 +276,10 @@ class Engine:
         if not item.group._starting(item):
             item.worker = None
             return  # cancelled by its owner meanwhile: never sent
-        context_id = self._context_for(w, item)
+        setup = item.setup
+        context_id = setup.id if setup is not None else 0
+        if context_id and context_id not in w.contexts:
+            self._context_for(w, item)
         p = item.payload
         if not w.inflight:
             w.busy_since = time.monotonic()

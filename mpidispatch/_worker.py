@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from . import _serialize, _signals
 from ._mpienv import mpi
-from ._protocol import (BATCH_ENTRY_MAX, ControlMsg, ErrorKind, SetupMsg, Tag, Verb,
+from ._protocol import (BATCH_ENTRY_MAX, INLINE_MAX, ControlMsg, ErrorKind, SetupMsg, Tag, Verb,
                         batch_fits, control, decode, error_message, pack, pack_error,
                         read_info, send_message, wait_all)
 from ._util import Backoff, env_float, hostname, pid_status
@@ -125,9 +125,12 @@ class WorkerLoop:
         except BaseException as exc:
             self.send_error(work_id, ErrorKind.PICKLE, exc)
             return
-        data, sizes, bufs = pack(data, bufs)
         took = time.perf_counter() - started
-        self.send(Tag.RESULT, (work_id, data, sizes, took), bufs)
+        if bufs or len(data) > INLINE_MAX:
+            data, sizes, bufs = pack(data, bufs)
+            self.send(Tag.RESULT, (work_id, data, sizes, took), bufs)
+        else:
+            self.send(Tag.RESULT, (work_id, data, (), took))
 
     def on_tasks(self, payload: tuple) -> None:
         """A batch (:class:`~._protocol.TasksMsg`): run each task in turn; send the small
