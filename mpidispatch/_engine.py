@@ -33,8 +33,8 @@ from . import _lifecycle, _signals, _world
 from ._failure import FailurePolicy, Verdict, check_mode
 from ._mpienv import mpi, ulfm_error_classes
 from ._options import Options, validate
-from ._protocol import (BATCH_MAX, ControlMsg, ErrorKind, ErrorMsg, Tag, Verb, batch_fits,
-                        control, read_info, decode,
+from ._protocol import (BATCH_BYTES, BATCH_ENTRY_MAX, BATCH_MAX, ControlMsg, ErrorKind,
+                        ErrorMsg, Tag, Verb, control, read_info, decode,
                         requests_done, send_message, transfer_active, unpack_error)
 from ._serialize import loads
 from ._util import Backoff, hostname
@@ -308,11 +308,15 @@ class Engine:
         nbytes = 0
         inflight = w.inflight
         was_idle = not inflight
+        size = min(size, BATCH_MAX)
         while queue and len(entries) < size:
             item = queue[0]
-            data = item.payload.data
-            if item.setup is not setup or not _batchable(item) \
-                    or not batch_fits(len(entries), nbytes, data):
+            payload = item.payload
+            data = payload.data
+            # _batchable and batch_fits, inline: this loop runs once per task
+            if item.setup is not setup or item.solo or item.timeout is not None \
+                    or payload.sizes or data is None or len(data) > BATCH_ENTRY_MAX \
+                    or nbytes + len(data) > BATCH_BYTES:
                 break
             queue.popleft()
             item.worker = w
@@ -763,8 +767,9 @@ class Engine:
 
 def _batchable(item: WorkItem) -> bool:
     """Whether ``item`` may share a message with other tasks (see ``Engine._send_batch``)."""
+    data = item.payload.data
     return not item.solo and item.timeout is None and not item.payload.sizes \
-        and item.payload.data is not None
+        and data is not None and len(data) <= BATCH_ENTRY_MAX
 
 
 def engine_for_pool(options: Options, max_workers: Optional[int], spawn: int,

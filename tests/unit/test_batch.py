@@ -132,7 +132,7 @@ def test_a_batch_takes_consecutive_tasks_of_one_setup_and_stops_at_the_first_mis
         i.work_id for i in first] and e.batches_sent == 1
 
 
-@pytest.mark.parametrize("misfit", ["solo", "timeout", "buffers"])
+@pytest.mark.parametrize("misfit", ["solo", "timeout", "buffers", "inline but big"])
 def test_tasks_that_must_travel_alone_end_a_batch_and_go_alone(misfit):
     import numpy
     e, w, g = engine(), worker(), Group()
@@ -142,6 +142,9 @@ def test_tasks_that_must_travel_alone_end_a_batch_and_go_alone(misfit):
         odd.solo = True
     if misfit == "buffers":
         odd.payload = Payload(functools.partial(len, numpy.zeros(100000)))
+    if misfit == "inline but big":  # over an entry's limit, under a header's: alone, inline
+        odd.payload = Payload(functools.partial(len, b"x" * BATCH_ENTRY_MAX))
+        assert odd.payload.data is not None and not odd.payload.sizes
     assert not _batchable(odd) and all(_batchable(i) for i in batch)
     e.queue.extend(batch + [odd])
     e._send_batch(w, 100)
@@ -284,3 +287,27 @@ def test_group_and_engine_run_a_batch_end_to_end_over_the_fake_wire():
     failed = [i for i in done if i.error is not None]
     assert [i.index for i in failed] == [7] and isinstance(failed[0].error, RemoteError)
     assert all(i.result == i.index for i in done if i.error is None)
+
+
+def test_batches_of_mixed_sizes_keep_every_bound_and_send_each_task_once():
+    import random
+    rng = random.Random(13)
+    e, w, g = engine(), worker(), Group()
+    queued = [WorkItem(None, Payload(functools.partial(len, b"x" * rng.choice(
+        [0, 10, 100, 1000, 3000, BATCH_ENTRY_MAX, 20000]))), g, i) for i in range(2000)]
+    e.queue.extend(queued)
+    while e.queue:
+        e._send_batch(w, 10 ** 6)
+    sent = []
+    for tag, message in e.sent:
+        if tag == Tag.TASKS:
+            entries = message[1]
+            assert 1 < len(entries) <= BATCH_MAX
+            assert sum(len(d) for _, d in entries) <= BATCH_BYTES
+            assert all(len(d) <= BATCH_ENTRY_MAX for _, d in entries)
+            assert len(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)) < MPI4PY_IRECV_BUFFER
+            sent += [wid for wid, _ in entries]
+        else:
+            assert tag == Tag.TASK
+            sent.append(message[0])
+    assert sent == [i.work_id for i in queued] and len(w.inflight) == 2000
