@@ -31,6 +31,7 @@ from typing import Any, Callable, Deque, List, Optional
 
 from . import _lifecycle, _signals, _world
 from ._failure import FailurePolicy, Verdict, check_mode
+from .journal import Journal, default_run_id, encode_error, encode_result
 from ._mpienv import mpi, ulfm_error_classes
 from ._options import Options, validate
 from ._protocol import (BATCH_BYTES, BATCH_ENTRY_MAX, BATCH_MAX, ControlMsg, ErrorKind,
@@ -106,6 +107,10 @@ class Engine:
         self._any_tag = mpi().ANY_TAG
         self._backoff = Backoff()
         check_mode(options.fault_tolerant, options.task_timeout)
+        self.journal: Optional[Journal] = None
+        if options.journal is not None:
+            self.journal = Journal.open(os.fspath(options.journal), default_run_id(),
+                                        options.retry_failed)
         _lifecycle.register(_close_all, _lifecycle.ENGINES)
         _signals.manager_started()   # SIGTERM/SIGINT/SIGHUP handlers, launcher watchdog
         _engines.add(self)
@@ -127,10 +132,14 @@ class Engine:
     _log_file = life._log_file
     _hello_timeout = life._hello_timeout
     _start_failed = life._start_failed
-    _on_hello = life._on_hello
     _welcome = life._welcome
     wait_ready = life.wait_ready
     _stop_workers = life._stop_workers
+
+    def _on_hello(self, w: Worker, info: dict) -> None:
+        life._on_hello(self, w, info)
+        if self.journal is not None:
+            self.journal.worker_seen("worker %d" % w.index, w.host)
 
     @property
     def respawns(self) -> int:
@@ -276,6 +285,8 @@ class Engine:
         if not item.group._starting(item):
             item.worker = None
             return  # cancelled by its owner meanwhile: never sent
+        if self.journal is not None and item.key is not None:
+            self.journal.started(item.key, "worker %d" % w.index, w.host)
         setup = item.setup
         context_id = setup.id if setup is not None else 0
         if context_id and context_id not in w.contexts:
@@ -309,6 +320,7 @@ class Engine:
         inflight = w.inflight
         was_idle = not inflight
         size = min(size, BATCH_MAX)
+        journal = self.journal
         while queue and len(entries) < size:
             item = queue[0]
             payload = item.payload
@@ -323,6 +335,8 @@ class Engine:
             if not item.group._starting(item):
                 item.worker = None
                 continue  # cancelled by its owner meanwhile: never sent
+            if journal is not None and item.key is not None:
+                journal.started(item.key, "worker %d" % w.index, w.host)
             entries.append((item.work_id, data))
             nbytes += len(data)
             inflight[item.work_id] = item
@@ -360,6 +374,18 @@ class Engine:
 
     def _finish(self, item: WorkItem) -> None:
         self.tasks_done += 1
+        if self.journal is not None and item.key is not None:
+            if item.error is None:
+                try:
+                    blob = encode_result(item.result)
+                except Exception as exc:   # kept in memory only: the task reruns on resume
+                    log.warning("the result of %s is not recorded in the journal (it cannot "
+                                "be pickled here: %s)", item.describe(), exc)
+                    blob = None
+                if blob is not None:
+                    self.journal.finished(item.key, True, blob)
+            else:
+                self.journal.finished(item.key, False, encode_error(item.error))
         item.group._finished(item)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -688,6 +714,9 @@ class Engine:
             reason = "%s, %s" % (reason, describe_exit(w.exitcode))
         w.death = reason
         w.death_time = time.monotonic()
+        if self.journal is not None:
+            self.journal.worker_seen("worker %d" % w.index, w.host, state="lost",
+                                     exit_status=w.exitcode)
         self.lost_count += 1
         if w in self.ready:
             self.ready.remove(w)
@@ -751,6 +780,8 @@ class Engine:
             self.run_until(lambda: not starting(), self.options.stop_timeout)
         self._stop_workers([w for w in self.workers if not isinstance(w, WorldWorker)])
         _world.give_back(self._world_workers)
+        if self.journal is not None:
+            self.journal.close()
 
     def summary(self) -> str:
         """One line: tasks, workers, tasks per worker, losses and replacements."""

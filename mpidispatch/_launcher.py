@@ -58,11 +58,22 @@ def parser() -> argparse.ArgumentParser:
                    help="start mpiexec with this many ranks (1 manager + N-1 workers)")
     p.add_argument("--ft", "--fault-tolerant", dest="fault_tolerant", action="store_true",
                    help="launch with the MPI library's fault-tolerance flags")
+    add_host_arguments(p)
     p.add_argument("--output", default="worker%d.output",
                    help="%%d pattern of the workers' log files (default: %(default)s)")
     p.add_argument("script", help="the Python script to run on rank 0")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     return p
+
+
+def add_host_arguments(p: argparse.ArgumentParser) -> None:
+    """``--host`` and ``--hostfile`` (several hosts; see docs/multihost.md)."""
+    p.add_argument("--host", dest="hosts", default=None, metavar="HOST:SLOTS,...",
+                   help="with -n: put the ranks on these hosts, in order (rank 0, the "
+                        "manager, on the first), e.g. node1:1,node2:4,node3:4")
+    p.add_argument("--hostfile", default=None,
+                   help="with -n: the launcher's host file (Open MPI: 'node1 slots=4' "
+                        "lines; MPICH: 'node1:4' lines)")
 
 
 def main(argv: List[str], p: Optional[argparse.ArgumentParser] = None) -> int:
@@ -74,25 +85,33 @@ def main(argv: List[str], p: Optional[argparse.ArgumentParser] = None) -> int:
         p.error("-n must be at least 1")
     if not os.path.exists(args.script):
         p.error("no such script: %s" % args.script)
+    if (args.hosts or args.hostfile) and args.nprocs is None:
+        p.error("--host/--hostfile go with -n N (the number of ranks)")
+    if args.hostfile and not os.path.exists(args.hostfile):
+        p.error("no such host file: %s" % args.hostfile)
     if args.nprocs is not None and not _mpiexec.under_launcher():
         try:
             cmd = _mpiexec.command(
                 args.nprocs, [sys.executable, "-m", "mpidispatch", "--output", args.output,
                               args.script, *args.args],
-                args.fault_tolerant, oversubscribe=True)
+                args.fault_tolerant, oversubscribe=True, hosts=args.hosts,
+                hostfile=args.hostfile)
         except ValueError as exc:
             p.error(str(exc))
-        return launch(cmd)
+        return launch(cmd, several_hosts=bool(args.hosts or args.hostfile))
     return run_rank(args.output, args.script, args.args)
 
 
 # -- the launcher ------------------------------------------------------------------------------
-def launch(cmd: List[str]) -> int:
+def launch(cmd: List[str], several_hosts: bool = False) -> int:
     """Run ``cmd`` (an ``mpiexec`` line) to its end, forwarding signals; its exit status is
     rank 0's (mpiexec's own is that of whichever rank failed first)."""
     run_dir = tempfile.mkdtemp(prefix="mpidispatch-")
     try:
         env = _mpiexec.environment()
+        if several_hosts and "HYDRA_LAUNCHER" not in os.environ:
+            # MPICH: the one-machine default (fork) would start every rank on this host.
+            env.pop("HYDRA_LAUNCHER", None)
         env[RUN_DIR_VAR] = run_dir
         env[_signals.LAUNCHER_VAR] = "%s:%d" % (hostname(), os.getpid())
         return _Supervisor(cmd, env, run_dir).run()
@@ -153,6 +172,12 @@ class _Supervisor:
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
+            if stage == "running" and os.path.exists(os.path.join(self.run_dir, "status")):
+                # The manager finished. In fault-tolerant mode a rank it gave up on that
+                # still lives (stopped, hung, on a host cut off) keeps Open MPI's mpiexec
+                # --with-ft ulfm waiting forever (measured, tests/multihost): end mpiexec
+                # MPIDISPATCH_LAUNCHER_GRACE seconds later.
+                stage, deadline = "finished", now + env_float("LAUNCHER_GRACE", 10.0)
             if len(self.signals) > seen:
                 first, seen = seen == 0, len(self.signals)
                 if first:
@@ -161,7 +186,12 @@ class _Supervisor:
                 else:   # a second signal: no more patience
                     deadline = now
             if deadline is not None and now >= deadline:
-                if stage == "rank0":
+                if stage == "finished":
+                    sys.stderr.write("mpidispatch: the manager finished but mpiexec still "
+                                     "waits for ranks (stopped or unreachable); ending it\n")
+                    self._signal_mpiexec(signal.SIGTERM)
+                    stage, deadline = "mpiexec", now + KILL_AFTER
+                elif stage == "rank0":
                     self._signal_mpiexec(signal.SIGTERM)
                     stage, deadline = "mpiexec", now + KILL_AFTER
                 else:
@@ -218,7 +248,11 @@ class _Supervisor:
             pass
         if self.signals:
             return 128 + self.signals[0]
-        return 128 - code if code < 0 else code
+        # The manager never finished its script: never report that as a success (Open MPI's
+        # mpiexec exited 0 after losing a node mid-run, tests/multihost).
+        sys.stderr.write("mpidispatch: the manager (rank 0) did not finish; mpiexec exit "
+                         "status %d\n" % code)
+        return 128 - code if code < 0 else (code or 1)
 
 
 def tagged_processes(name: str, value: str) -> List[int]:

@@ -78,7 +78,10 @@ def recommended_environment(for_launcher: bool = False) -> Dict[str, str]:
             "OMPI_MCA_btl": "^ofi",
             "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
             "PRTE_ALLOW_RUN_AS_ROOT": "1", "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-            "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+            # "slot": fill each host's slots in host-list order. A bare ":oversubscribe"
+            # (like mpiexec --oversubscribe) maps by hardware object and, allowed to
+            # oversubscribe, put every rank on the first host of a multi-host run.
+            "PRTE_MCA_rmaps_default_mapping_policy": "slot:oversubscribe",
         })
         if not for_launcher and not under_launcher():
             # A singleton manager: ULFM is what lets it survive a spawned worker's death.

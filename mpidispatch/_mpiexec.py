@@ -61,20 +61,33 @@ def fault_tolerance_flags() -> List[str]:
 
 
 def command(nprocs: int, program: Sequence[str] = (), fault_tolerant: bool = False,
-            oversubscribe: bool = False) -> List[str]:
-    """``mpiexec [ft flags] -n N [--oversubscribe] program...`` for the wheel in use.
+            oversubscribe: bool = False, hosts: Optional[str] = None,
+            hostfile: Optional[str] = None) -> List[str]:
+    """``mpiexec [ft flags] -n N [--map-by slot:oversubscribe] [hosts] program...`` for the
+    wheel in use.
 
     Args:
         program: the rank's command line (empty: the caller appends it).
         oversubscribe: allow more ranks than cores (Open MPI refuses by default; MPICH
-            needs no flag). Right on a workstation, wrong inside a batch allocation.
+            needs no flag). Right on a workstation, wrong inside a batch allocation. Not
+            ``--oversubscribe``: that maps by hardware object and put every rank on the
+            first host of a multi-host run (tests/multihost); ``slot`` fills hosts in order.
+        hosts: where the ranks go, ``"node1:4,node2:4"`` (host:slots, filled in order: rank
+            0, the manager, on the first host); the same syntax for both wheels.
+        hostfile: a file naming the hosts, in the launcher's own format (Open MPI:
+            ``node1 slots=4``; MPICH: ``node1:4``).
     """
     cmd = [executable()]
     if fault_tolerant:
         cmd += fault_tolerance_flags()
     cmd += ["-n", str(nprocs)]
-    if oversubscribe and _mpienv.backend() == "openmpi":
-        cmd.append("--oversubscribe")
+    openmpi = _mpienv.backend() == "openmpi"
+    if oversubscribe and openmpi:
+        cmd += ["--map-by", "slot:oversubscribe"]
+    if hosts:
+        cmd += ["--host" if openmpi else "-hosts", hosts]
+    if hostfile:
+        cmd += ["--hostfile" if openmpi else "-f", hostfile]
     return cmd + list(program)
 
 

@@ -12,6 +12,7 @@ environment at arbitrary moments. Now :func:`resolve` is the only place an optio
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Dict, Optional
 
 from ._util import env_get
@@ -49,6 +50,10 @@ class Options:
             several small tasks per message once tasks are measured to be much shorter than
             a message round trip; ``1``: one task per message. Env ``MPIDISPATCH_BATCH``
             (``auto`` for None). Only tasks without a time limit are batched.
+        journal: a run journal file (``run.db``): every task's outcome is recorded there,
+            and a task whose outcome is recorded is not run again (docs/journal.md).
+        retry_failed: with a journal, run tasks recorded as failed again instead of
+            returning their recorded error.
     """
 
     python: Optional[str] = None
@@ -64,13 +69,16 @@ class Options:
     stop_timeout: float = 10.0
     force_heartbeat: bool = False
     batch: Optional[int] = None
+    journal: Optional[str] = None
+    retry_failed: bool = False
 
 
 #: Options that may come from the environment, and how to parse them.
 _FROM_ENV = {
     "start_timeout": float, "prefetch": int, "max_retries": int, "task_timeout": float,
     "heartbeat_timeout": float, "health_interval": float, "stop_timeout": float,
-    "force_heartbeat": "bool", "respawn_budget": int, "batch": int,
+    "force_heartbeat": "bool", "respawn_budget": int, "batch": int, "journal": str,
+    "retry_failed": "bool",
 }
 _FIELDS = {f.name for f in dataclasses.fields(Options)}
 
@@ -92,6 +100,8 @@ ENVIRONMENT: Dict[str, str] = {
     "MPIDISPATCH_BACKOFF_SPIN": "seconds an idle process yields before it sleeps (0.02)",
     "MPIDISPATCH_BACKOFF_MAX": "longest sleep of an idle process, seconds (0.01)",
     "MPIDISPATCH_CHUNK_BYTES": "largest single MPI message of a big buffer (1 GiB)",
+    "MPIDISPATCH_JOURNAL": "run journal file for every face (none); `submit --journal` sets it",
+    "MPIDISPATCH_RETRY_FAILED": "with a journal, rerun tasks recorded as failed (false)",
     "MPIDISPATCH_SUMMARY_AFTER": "print the summary line after runs this long, seconds (60)",
 }
 
@@ -199,4 +209,8 @@ def validate(o: Options) -> None:
     _positive("health_interval", o.health_interval)
     _positive("stop_timeout", o.stop_timeout)
     _positive("batch", o.batch, allow_none=True, integer=True)
+    if o.journal is not None and not isinstance(o.journal, (str, os.PathLike)):
+        raise TypeError("journal must be a file name (str) or None, not %r" % (o.journal,))
+    if not isinstance(o.retry_failed, bool):
+        raise TypeError("retry_failed must be True or False, not %r" % (o.retry_failed,))
 

@@ -68,41 +68,56 @@ class TaskGroup:
 
     # -- submitting ------------------------------------------------------------------------
     def make_item(self, task: Any, call: Any = None, timeout: Optional[float] = None,
-                  tag: Any = None) -> WorkItem:
+                  tag: Any = None, key: Any = None) -> WorkItem:
         """Serialize a task into an item without queueing it (any thread).
 
         Args:
             task: the user's task object (named in errors).
             call: what the worker calls with the setup's values (default: ``task``).
+            key: the task's key in the run journal (default: a digest of its bytes).
 
         Raises:
             SerializationError: the task cannot be pickled.
+            TypeError: ``key`` is not a str, int, float, bytes, bool or tuple of these.
         """
         payload = Payload(task if call is None else call)
         item = WorkItem(task, payload, self, self._next_index, self.setup, timeout, tag)
+        journal = getattr(self.engine, "journal", None)   # fakes in unit tests have none
+        if journal is not None:
+            setup = self.setup.payload
+            item.key = journal.task_key([payload.data, *payload.buffers],
+                                        [setup.data, *setup.buffers], key)
         self._next_index += 1
         return item
 
     def enqueue(self, item: WorkItem) -> None:
-        """Queue an item made by :meth:`make_item` (the engine's thread)."""
+        """Queue an item made by :meth:`make_item` (the engine's thread). A task whose
+        outcome the run journal holds is not run: it finishes at once with that outcome."""
         self.outstanding += 1
         self.stats.submitted += 1
+        journal = getattr(self.engine, "journal", None)   # fakes in unit tests have none
+        if journal is not None and item.key is not None:
+            found = journal.recorded(item.key)
+            if found is not None:
+                if found[0] == "done":
+                    item.result = found[1]
+                else:
+                    item.error = found[1]
+                self._finished(item)
+                return
+            journal.queued(item.key)
         self.engine.submit(item)
 
     def submit(self, task: Any, call: Any = None, timeout: Optional[float] = None,
-               tag: Any = None) -> WorkItem:
+               tag: Any = None, key: Any = None) -> WorkItem:
         """Serialize and queue a task; it runs as ``call(*setup())`` (``call`` defaults to
         ``task``).
 
         Raises:
             SerializationError: the task cannot be pickled (nothing is queued).
         """
-        item = WorkItem(task, Payload(task if call is None else call), self,
-                        self._next_index, self.setup, timeout, tag)
-        self._next_index += 1
-        self.engine.submit(item)  # raises if the engine was closed: nothing counted then
-        self.outstanding += 1
-        self.stats.submitted += 1
+        item = self.make_item(task, call, timeout, tag, key)
+        self.enqueue(item)
         return item
 
     def cancel(self, item: WorkItem) -> bool:

@@ -69,6 +69,7 @@ class WorkItem:
         task: the task object the user submitted (for error messages and ``Error.task``).
         tries: losses of a worker while it ran this task.
         killed: distinct workers lost while they ran this task.
+        key: the task's key in the run journal (None without a journal).
         solo: never batched with other tasks (set once a worker holding it was lost).
         weight: the share of its worker's slots it takes while in flight: 1 in a batch, the
             batch size when sent alone (see ``Engine._dispatch``).
@@ -76,8 +77,8 @@ class WorkItem:
     """
 
     __slots__ = ("work_id", "index", "task", "payload", "setup", "group", "tries", "killed",
-                 "worker", "result", "error", "timeout", "tag", "state", "solo", "weight",
-                 "batched")
+                 "worker", "result", "error", "timeout", "tag", "state", "key", "solo",
+                 "weight", "batched")
 
     def __init__(self, task: Any, payload: Payload, group: Any, index: int,
                  setup: Optional[Setup] = None, timeout: Optional[float] = None,
@@ -96,6 +97,7 @@ class WorkItem:
         self.timeout = timeout
         self.tag = tag
         self.state = QUEUED
+        self.key: Optional[str] = None
         self.solo = False
         self.weight = 1
         self.batched = False

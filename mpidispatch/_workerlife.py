@@ -132,8 +132,28 @@ def _start_failed(engine: "Engine", w: Worker, exc: WorkerStartError) -> None:
     engine._replace(w)
 
 
+_host_loss_warned = False
+
+
+def _warn_host_loss(engine: "Engine", w: Worker) -> None:
+    """Once per process: fault-tolerant mode cannot survive a lost host for workers that one
+    MPI launch put on other hosts (world ranks, spawned workers): the launcher ends the run
+    (docs/multihost.md). Workers that join (worker arrays) are not concerned."""
+    global _host_loss_warned
+    if (_host_loss_warned or not engine.options.fault_tolerant
+            or w.host in (None, engine._host) or type(w) not in (WorldWorker, LocalWorker)):
+        return
+    _host_loss_warned = True
+    log.warning("fault_tolerant=True: %r runs on another host (%s), started by this run's MPI "
+                "launcher; a lost host ends the whole run (the launcher gives up), only "
+                "lost processes are survived. To survive a lost host, use "
+                "mpidispatch.launch.host_arrays.HostWorkerArray (MPICH); see "
+                "docs/multihost.md", w, w.host)
+
+
 def _on_hello(engine: "Engine", w: Worker, info: dict) -> None:
     w.host, w.pid = info.get("host"), info.get("pid")
+    _warn_host_loss(engine, w)
     if info.get("log"):
         w.log_file = info["log"]
     w.state = READY

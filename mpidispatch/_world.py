@@ -15,6 +15,7 @@ from typing import Any, List, Optional
 from . import _lifecycle, _signals
 from ._mpienv import mpi
 from ._protocol import Tag, Verb, control
+from ._util import env_float
 from .workers import DEAD, STOPPED, WorldWorker
 
 log = logging.getLogger("mpidispatch")
@@ -22,6 +23,7 @@ log = logging.getLogger("mpidispatch")
 _comm: Any = None
 _workers: Optional[List[WorldWorker]] = None
 _held: set = set()
+_watching = False
 
 
 def world_size() -> int:
@@ -51,21 +53,65 @@ def serve_if_worker(log_pattern: Optional[str] = None) -> None:
     comm = _world_comm()
     rank = MPI.COMM_WORLD.Get_rank()
     _signals.lead_process_group(create=rank > 0)   # end what the rank started, at its exit
-    if rank == 0:
+    if rank == 0:   # (rank 0 watches its launcher through _signals: a graceful stop)
         _manager_setup()
         return
+    _watch_launcher(rank)
     from ._worker import WorkerLoop, redirect_output
     log_file = log_pattern % (rank - 1) if log_pattern else None
     redirect_output(log_file)
     loop = WorkerLoop(comm, 0, log_file)
     loop.say_bye = False
-    loop.serve()
+    try:
+        loop.serve()
+    except MPI.Exception as exc:
+        # The manager is gone (ULFM reports it; e.g. it ended while this host was cut off).
+        # MPI_Finalize would wait for it forever: leave now.
+        from ._worker import EXIT_MANAGER_LOST
+        sys.stderr.write("mpidispatch worker rank %d: lost the manager (%s); exiting\n"
+                         % (rank, exc))
+        sys.stderr.flush()
+        _signals.end_process_group()
+        os._exit(EXIT_MANAGER_LOST)
     sys.stdout.flush()
     sys.stderr.flush()
     if loop.hard_stop:
         _signals.end_process_group()
         os._exit(0)
     sys.exit(0)
+
+
+def _watch_launcher(rank: int) -> None:
+    """End this worker rank within about a second once its launcher (its parent: mpiexec's
+    daemon, hydra's proxy, slurmstepd) is gone.
+
+    When a node is lost, Open MPI's launcher gives up the whole job and exits, but ranks on
+    the surviving hosts were left running, waiting forever (measured, tests/multihost). A
+    rank whose parent died is reparented: that is the sign.
+    """
+    import threading
+    import time
+    global _watching
+    parent = os.getppid()
+    if parent <= 1 or _watching:
+        return
+    _watching = True
+    interval = env_float("WATCHDOG_INTERVAL", 0.5)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        try:  # stderr may be a pipe to the dead launcher
+            sys.stderr.write("mpidispatch rank %d: the MPI launcher (pid %d) is gone, which "
+                             "ends the run (a world started by mpiexec does not survive a lost "
+                             "node: see docs/multihost.md); exiting\n" % (rank, parent))
+            sys.stderr.flush()
+        except Exception:
+            pass
+        _signals.end_process_group()
+        os._exit(70)
+
+    threading.Thread(target=watch, name="mpidispatch-launcher-watch", daemon=True).start()
 
 
 def _manager_setup() -> None:
@@ -101,6 +147,13 @@ def _stop_world() -> None:
     # busy ranks are not waited for (Finalize would); the MPI launcher ends them
     for w in _workers:
         if w.state == DEAD:
+            # Given up on, but maybe alive (a heartbeat timeout: a host cut off for a while,
+            # now back): tell it to leave too, without waiting (it may really be dead).
+            try:
+                message, _ = control(Verb.STOP, {"hard": True})
+                comm.isend(message, dest=w.rank, tag=Tag.CONTROL)
+            except Exception:
+                pass
             continue
         try:
             # After a rank died, MPI_Finalize would wait for it forever: the survivors

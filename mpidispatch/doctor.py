@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from . import _mpienv
+from . import _mpienv, _mpiexec
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 _MARKS = {OK: "\u2713", WARN: "!", FAIL: "\u2717", INFO: "-"}
@@ -56,8 +56,8 @@ def find_mpiexec() -> Optional[str]:
     """
     if _mpienv.backend() == "system":
         return shutil.which("mpiexec")
-    exe = os.path.join(_mpienv.env_prefix(), "bin", "mpiexec")
-    return exe if os.access(exe, os.X_OK) else None
+    exe = _mpiexec.executable()
+    return exe if os.path.isabs(exe) and os.access(exe, os.X_OK) else None
 
 
 def missing_mpiexec_message() -> str:

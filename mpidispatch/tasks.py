@@ -120,12 +120,15 @@ class Context:
         self._group = TaskGroup(manager._engine, startup)
         self._order: List[Any] = []
 
-    def add_task(self, task: Callable[..., Any], *, timeout: Optional[float] = None) -> None:
+    def add_task(self, task: Callable[..., Any], *, timeout: Optional[float] = None,
+                 key: Any = None) -> None:
         """Queue ``task``, any picklable callable; a worker calls ``task(*startup())``.
 
         Args:
             timeout: seconds this task may run (keyword only; default: the manager's
                 ``task_timeout``).
+            key: the task's key in the run journal (``Manager(journal=...)``): a str, int,
+                float, bytes, bool or tuple of these; default: a digest of the task's bytes.
 
         Raises:
             TypeError: ``task`` is not callable.
@@ -136,7 +139,7 @@ class Context:
                             "__call__), not %r" % (task,))
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be > 0 seconds, not %r" % (timeout,))
-        item = self._group.submit(task, timeout=timeout)
+        item = self._group.submit(task, timeout=timeout, key=key)
         if len(self._order) > 2 * self._group.outstanding + 4096:  # drop delivered ones
             self._order = [i for i in self._order if i.state != DELIVERED]
         self._order.append(item)

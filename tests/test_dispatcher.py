@@ -1,5 +1,5 @@
-"""The PyOPUS-style JobDispatcher under real MPI: local mode, spawned workers, mpiexec ranks."""
-import pytest
+"""The PyOPUS-style JobDispatcher under real MPI: local mode and spawned workers (the static
+world is tested from inside it: tests/mpi/test_dispatcher_face.py)."""
 
 from conftest import survivors
 
@@ -26,10 +26,8 @@ def test_local_mode(mpi_run):
     assert "evaluated locally" in run.stdout
 
 
-@pytest.mark.parametrize("static", [False, True], ids=["spawned", "static"])
-def test_with_workers(mpi_run, static):
-    run = mpi_run("dispatcher_basic.py", n=3, timeout=60) if static else \
-        mpi_run("dispatcher_basic.py", "2", timeout=60)
+def test_with_workers(mpi_run):  # the static world: tests/mpi/test_dispatcher_face.py
+    run = mpi_run("dispatcher_basic.py", "2", timeout=60)
     check_common(run)
     assert run.value("LOCAL") == "False"
     assert run.value("WORKERS") == "2"

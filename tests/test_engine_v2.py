@@ -142,14 +142,15 @@ def test_executor_worker_prints_reach_the_terminal(mpi_run, static):
 
 
 def test_executor_semantics_match_concurrent_futures(mpi_run):
-    """Issue 11 points 1 (map keeps no result alive), 4 (num_workers 0 after shutdown),
-    7 (the standard library's ValueError text)."""
+    """Issue 11 points 1 (map keeps no result alive), 2 (map submits every call at once),
+    4 (num_workers 0 after shutdown), 7 (the standard library's ValueError text)."""
     run = mpi_run("engine_v2.py", "executor_semantics", timeout=90)
     assert run.returncode == 0, run
     assert run.value("MAX_WORKERS_ERROR") == "max_workers must be greater than 0"
     assert run.value("MAP_KEEPS_RESULT") == "False"
     assert run.value("NUM_WORKERS_BEFORE") == "1"
     assert run.value("NUM_WORKERS_AFTER") == "0"
+    assert run.value("MAP_RAN_UNCONSUMED") == "12"   # issue 11.2: map submits every call
 
 
 def test_dropped_dispatcher_exits(mpi_run):

@@ -76,6 +76,15 @@ def test_slurm_directives(script, tmp_path):
     assert job.submit_argv() == ["sbatch", "--parsable", str(tmp_path / "run1.sbatch")]
 
 
+def test_journal_is_exported_to_the_job(script, tmp_path):
+    """Issue 14: submit(journal=...) / --journal records every face's tasks in the job."""
+    job = submit(script, scheduler="slurm", nprocs=2, workdir=str(tmp_path), dry_run=True,
+                 journal="run.db")
+    assert "export MPIDISPATCH_JOURNAL=%s/run.db\n" % tmp_path in job.script
+    assert "MPIDISPATCH_JOURNAL" not in submit(script, scheduler="slurm", nprocs=2,
+                                               workdir=str(tmp_path), dry_run=True).script
+
+
 def test_sge_directives(script, tmp_path):
     job = submit(script, scheduler="sge", nprocs=3, time=90, queue="all.q", pe="smp",
                  mem=512, workdir=str(tmp_path), dry_run=True, array="2-5")

@@ -1,4 +1,5 @@
-"""The MODELLER-style face (job, task, message passing) under real MPI, static and spawned."""
+"""The MODELLER-style face (job, task, message passing) under real MPI with spawned workers
+(the static world is tested from inside it: tests/mpi/test_modeller_face.py)."""
 import ast
 
 
@@ -35,11 +36,6 @@ def test_spawned(mpi_run):
     check_modeller(run, 2)
     assert run.value("PIDS") == "2"
     assert run.value("NOMORE") == "True"             # every worker deleted from the list
-
-
-def test_static_world(mpi_run):
-    run = mpi_run("modeller_basic.py", n=3, timeout=60)
-    check_modeller(run, 2)
 
 
 def test_list_operations_and_progress(mpi_run):

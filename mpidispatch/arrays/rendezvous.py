@@ -36,7 +36,7 @@ import threading
 from collections import Counter, deque
 from typing import Any, Deque, Optional, Tuple
 
-from .. import _mpienv
+from .. import _mpienv, _mpiexec
 from .._util import hostname
 from . import auth
 from .mpiport import QUARANTINE_LIMIT, Handshake, quarantine
@@ -249,13 +249,9 @@ class Rendezvous:
         session.unblocked.set()
         self.refused.append("worker %s was told to connect but did not within %g s"
                             % (session.peer.info, self.accept_timeout))
-        cmd = [os.path.join(sys.prefix, "bin", "mpiexec"), "-n", "1", sys.executable, "-m",
-               "mpidispatch.arrays.worker", "--rendezvous-file", self.path, "--unblock"]
-        env = dict(os.environ, HYDRA_LAUNCHER="fork",
-                   PYTHONPATH=package_parent() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        for key in list(env):
-            if key.startswith(("PMI_", "PMIX_", "HYDI_", "OMPI_COMM_WORLD", "MPI_LOCAL")):
-                del env[key]
+        cmd = _mpiexec.command(1, [sys.executable, "-m", "mpidispatch.arrays.worker",
+                                   "--rendezvous-file", self.path, "--unblock"])
+        env = _mpiexec.environment(pythonpath=[package_parent()], local=True)
         try:
             subprocess.run(cmd, env=env, timeout=30, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

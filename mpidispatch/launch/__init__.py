@@ -51,7 +51,7 @@ def submit(script: str, args: Sequence[str] = (), scheduler: str = "slurm", npro
            fault_tolerant: bool = False, name: Optional[str] = None,
            workdir: Optional[str] = None, dry_run: bool = False,
            extra_directives: Iterable[str] = (), array: Union[str, int, None] = None,
-           launcher: str = "mpiexec") -> Job:
+           launcher: str = "mpiexec", journal: Optional[str] = None) -> Job:
     """Submit ``mpiexec -n nprocs python script args`` as a batch job.
 
     Args:
@@ -73,6 +73,9 @@ def submit(script: str, args: Sequence[str] = (), scheduler: str = "slurm", npro
             (the ``#SBATCH``/``#$`` prefix is added unless the line starts with ``#``).
         array: submit a job array: a count (3 -> tasks 1-3) or a range "1-10".
         launcher: "mpiexec" (default) or "srun" (Slurm with the MPICH wheel).
+        journal: a run journal file (docs/journal.md): exported to the job as
+            ``MPIDISPATCH_JOURNAL``, so every face of the script records there, and a
+            resubmitted (or requeued) job resumes instead of starting again.
 
     Returns:
         The :class:`Job` (``id``, ``state()``, ``wait(timeout)``, ``cancel()``,
@@ -111,11 +114,20 @@ def submit(script: str, args: Sequence[str] = (), scheduler: str = "slurm", npro
         queue=_check_word("queue", queue), pe=_check_word("pe", pe),
         mem_mib=_options.parse_mem(mem), array=_options.parse_array(array),
         fault_tolerant=bool(fault_tolerant), launcher=launcher,
-        extra_directives=tuple(extra_directives), env=_script.job_environment())
+        extra_directives=tuple(extra_directives), env=_job_env(journal, workdir))
     job = cls(options)
     if not dry_run:
         job.submit()
     return job
+
+
+def _job_env(journal: Optional[str], workdir: str) -> Dict[str, str]:
+    env = _script.job_environment()
+    if journal is not None:
+        if not isinstance(journal, (str, os.PathLike)) or not os.fspath(journal):
+            raise ValueError("journal must be a file name, not %r" % (journal,))
+        env["MPIDISPATCH_JOURNAL"] = os.path.join(workdir, os.fspath(journal))
+    return env
 
 
 def _check_word(what: str, value: Optional[str]) -> Optional[str]:

@@ -248,9 +248,9 @@ class Job:
                 return code
             if deadline is not None and time.monotonic() >= deadline:
                 raise JobTimeoutError(
-                    "%s job %s is still %s after %s s; it was left alone: wait again, or "
+                    "%s job %s is still %s after %.0f s; it was left alone: wait again, or "
                     "cancel it with job.cancel() / `%s %s`"
-                    % (self.scheduler, job_id, state, timeout,
+                    % (self.scheduler, job_id, state, timeout or 0.0,
                        " ".join(self.cancel_command), job_id))
             time.sleep(poll)
             poll = min(poll * 1.5, 2.0)

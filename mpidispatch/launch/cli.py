@@ -36,6 +36,9 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--launcher", choices=("mpiexec", "srun"), default="mpiexec",
                         help="what starts the ranks inside the job (srun: Slurm + MPICH)")
     parser.add_argument("--name", "-J", metavar="NAME", help="job name (default: script name)")
+    parser.add_argument("--journal", metavar="FILE",
+                        help="record every task in this run journal (relative to --workdir); "
+                             "a resubmitted job resumes from it (docs/journal.md)")
     parser.add_argument("--workdir", "-C", metavar="DIR",
                         help="directory for the job script and output (default: .)")
     parser.add_argument("--directive", "-D", action="append", default=[], metavar="LINE",
@@ -59,7 +62,7 @@ def run_submit(args: argparse.Namespace) -> int:
                      mem=args.mem, fault_tolerant=args.fault_tolerant, name=args.name,
                      workdir=args.workdir, dry_run=args.dry_run,
                      extra_directives=args.directive, array=args.array,
-                     launcher=args.launcher)
+                     launcher=args.launcher, journal=args.journal)
     except ValueError as exc:
         print("mpidispatch submit: error: %s" % _flags(str(exc)), file=sys.stderr)
         return 2
@@ -104,7 +107,7 @@ def _follow(job: Job, timeout: Optional[float]) -> int:
 
 
 #: submit()'s keywords as the messages of its ValueErrors name them -> the command's flags.
-_KEYWORD_FLAGS = {"nprocs": "-n", "time": "--time", "mem": "--mem", "array": "--array",
+_KEYWORD_FLAGS = {"journal": "--journal", "nprocs": "-n", "time": "--time", "mem": "--mem", "array": "--array",
                   "queue": "--partition", "pe": "--pe", "workdir": "--workdir",
                   "pe (parallel environment)": "--pe",
                   "launcher='srun'": "--launcher srun", "scheduler='slurm'": "--scheduler slurm",

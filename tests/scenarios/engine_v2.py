@@ -255,7 +255,17 @@ elif MODE == "executor_semantics":
     print("MAP_KEEPS_RESULT", ref() is not None)
     list(it)
     print("NUM_WORKERS_BEFORE", ex.num_workers)
-    ex.shutdown()
+    marks = os.path.abspath("map-marks")
+    os.makedirs(marks, exist_ok=True)
+
+    def touch(i):
+        open(os.path.join(marks, str(i)), "w").close()
+        return i
+
+    lazy = ex.map(touch, range(12))   # never consumed: as in the standard library, every
+    ex.shutdown()                      # call was submitted at once and runs before shutdown
+    print("MAP_RAN_UNCONSUMED", len(os.listdir(marks)))
+    del lazy
     print("NUM_WORKERS_AFTER", ex.num_workers)
 elif MODE == "dropped_dispatcher":
     # Issue 9.3: the docs' pattern without close() must still exit.

@@ -88,6 +88,7 @@ def engine(batch=None, mean=1e-6, timeout=None):
     e.options = Options(batch=batch, task_timeout=timeout)
     e.queue = deque()
     e.batches_sent = e.tasks_done = 0
+    e.journal = None
     e._mean_task = mean
     e.prefetch = 2
     e.workers = []
