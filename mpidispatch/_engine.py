@@ -34,9 +34,10 @@ from ._failure import FailurePolicy, Verdict, check_mode
 from .journal import Journal, default_run_id, encode_error, encode_result
 from ._mpienv import mpi, ulfm_error_classes
 from ._options import Options, validate
-from ._protocol import (ControlMsg, ErrorKind, ErrorMsg, ResultMsg, Tag, Verb, control,
-                        read_info, decode,
+from ._protocol import (BATCH_BYTES, BATCH_ENTRY_MAX, BATCH_MAX, ControlMsg, ErrorKind,
+                        ErrorMsg, Tag, Verb, control, read_info, decode,
                         requests_done, send_message, transfer_active, unpack_error)
+from ._serialize import loads
 from ._util import Backoff, hostname
 from ._work import QUEUED, WorkItem
 from . import _workerlife as life
@@ -52,6 +53,11 @@ _engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 #: Mean task time above which a worker gets one task at a time (see ``_depth``).
 LONG_TASK = 0.005
+
+#: Seconds of (measured) task time that an automatic batch holds: tasks shorter than half of
+#: this -- much shorter than a message round trip plus the manager's time per message --
+#: travel several to a message (see ``_batch_size``).
+BATCH_SECONDS = 0.001
 
 
 def _close_all() -> None:
@@ -86,6 +92,7 @@ class Engine:
         self.start_errors: List[WorkerStartError] = []
         self.lost_count = 0
         self.tasks_done = 0
+        self.batches_sent = 0  # TASKS messages (two tasks or more) sent
         self.requested = 0  # workers asked for (replacements not counted): the budget's base
         self.closed = False
         self._next_index = 0
@@ -207,7 +214,7 @@ class Engine:
     def slots(self) -> int:
         """Tasks the live workers can hold now: workers x tasks in flight per worker (the
         base of the one back-pressure rule, :meth:`TaskGroup.capacity`)."""
-        return len(self.live_workers()) * self._depth()
+        return len(self.live_workers()) * self._depth() * self._batch_limit()
 
     def outstanding(self) -> int:
         """Tasks queued or held by workers."""
@@ -227,17 +234,53 @@ class Engine:
             return 1
         return self.prefetch
 
+    def _batch_limit(self) -> int:
+        """Most tasks per message now: the ``batch`` option, or when automatic, as many as
+        fill :data:`BATCH_SECONDS` of measured task time (1 until a task was measured, for
+        tasks of half that or longer, and with a task time limit)."""
+        limit = self.options.batch
+        if limit is not None:
+            return min(limit, BATCH_MAX)
+        mean = self._mean_task
+        if not mean or self.options.task_timeout is not None:
+            return 1
+        return max(1, min(BATCH_MAX, int(BATCH_SECONDS / mean)))
+
     def _dispatch(self) -> None:
         queue = self.queue
         depth = self._depth()
+        ready = self.ready
+        size = self._batch_limit()
+        if size > 1:  # spread the queue over the workers' slots, never all to one worker
+            size = min(size, -(-len(queue) // (len(ready) * depth or 1)))
         for level in range(depth):
-            for w in self.ready:
+            room = level * size
+            for w in ready:
                 if not queue:
                     return
-                if len(w.inflight) <= level and w.state == READY:
-                    self._send_task(w, queue.popleft())
+                if w.load <= room and w.state == READY:
+                    if size > 1:
+                        self._send_batch(w, size)
+                    else:
+                        self._send_task(w, queue.popleft())
 
-    def _send_task(self, w: Worker, item: WorkItem) -> None:
+    def _context_for(self, w: Worker, item: WorkItem) -> int:
+        """The context id of ``item``'s setup; sends the setup first if ``w`` lacks it."""
+        setup = item.setup
+        if setup is None:
+            return 0
+        context_id = setup.id
+        if context_id not in w.contexts:
+            p = setup.payload
+            w.contexts.add(context_id)
+            w.setup_running = setup
+            self._send(w, Tag.SETUP, (context_id, p.data, p.sizes), p.buffers)
+        return context_id
+
+    def _send_task(self, w: Worker, item: WorkItem, weight: int = 1) -> None:
+        """Send one task alone. ``weight``: the slots it takes on ``w`` (a task sent alone
+        while others travel in batches of n takes n: a worker holds ``prefetch`` messages,
+        whatever they carry)."""
         item.worker = w
         if not item.group._starting(item):
             item.worker = None
@@ -245,26 +288,78 @@ class Engine:
         if self.journal is not None and item.key is not None:
             self.journal.started(item.key, "worker %d" % w.index, w.host)
         setup = item.setup
-        context_id = 0
-        if setup is not None:
-            context_id = setup.id
-            if context_id not in w.contexts:
-                p = setup.payload
-                w.contexts.add(context_id)
-                w.setup_running = setup
-                self._send(w, Tag.SETUP, (context_id, p.data, p.sizes), p.buffers)
+        context_id = setup.id if setup is not None else 0
+        if context_id and context_id not in w.contexts:
+            self._context_for(w, item)
         p = item.payload
         if not w.inflight:
             w.busy_since = time.monotonic()
         w.inflight[item.work_id] = item
-        item.worker = w
+        item.weight = weight
+        item.batched = False
+        w.load += weight
         self._send(w, Tag.TASK, (item.work_id, context_id, p.data, p.sizes), p.buffers)
+
+    def _send_batch(self, w: Worker, size: int) -> None:
+        """Send up to ``size`` tasks from the head of the queue to ``w`` in one TASKS message.
+
+        A batch takes consecutive tasks of one setup that may share a message: small inline
+        payloads (:func:`~._protocol.batch_fits`), no time limit, never retried after a
+        lost worker (such a task travels alone, so that a task that kills its worker is
+        found and does not take the others down again). The first task that does not fit
+        ends the batch; a batch of one is sent as a plain TASK.
+        """
+        queue = self.queue
+        first = queue[0]
+        if not _batchable(first):
+            self._send_task(w, queue.popleft(), size)
+            return
+        setup = first.setup
+        entries: List[tuple] = []
+        nbytes = 0
+        inflight = w.inflight
+        was_idle = not inflight
+        size = min(size, BATCH_MAX)
+        journal = self.journal
+        while queue and len(entries) < size:
+            item = queue[0]
+            payload = item.payload
+            data = payload.data
+            # _batchable and batch_fits, inline: this loop runs once per task
+            if item.setup is not setup or item.solo or item.timeout is not None \
+                    or payload.sizes or data is None or len(data) > BATCH_ENTRY_MAX \
+                    or nbytes + len(data) > BATCH_BYTES:
+                break
+            queue.popleft()
+            item.worker = w
+            if not item.group._starting(item):
+                item.worker = None
+                continue  # cancelled by its owner meanwhile: never sent
+            if journal is not None and item.key is not None:
+                journal.started(item.key, "worker %d" % w.index, w.host)
+            entries.append((item.work_id, data))
+            nbytes += len(data)
+            inflight[item.work_id] = item
+            item.weight = 1
+            item.batched = True
+        if not entries:
+            return
+        w.load += len(entries)
+        self.batches_sent += len(entries) > 1
+        context_id = self._context_for(w, first)
+        if was_idle:
+            w.busy_since = time.monotonic()
+        if len(entries) == 1:
+            work_id, data = entries[0]
+            self._send(w, Tag.TASK, (work_id, context_id, data, ()))
+        else:
+            self._send(w, Tag.TASKS, (context_id, entries))
 
     def _send(self, w: Worker, tag: int, message: tuple, buffers: Any = ()) -> bool:
         """Start a send to a worker. A failure marks the worker lost after this turn (never
         while the caller iterates over the workers). Returns False on failure."""
         try:
-            more = send_message(w.comm, w.rank, tag, tuple(message), buffers)
+            more = send_message(w.comm, w.rank, tag, message, buffers)
         except mpi().Exception as exc:
             self._doomed.append((w, "MPI error while sending: %s" % (exc,)))
             return False
@@ -296,14 +391,15 @@ class Engine:
     # -- the loop ----------------------------------------------------------------------------
     def progress_inbox(self) -> bool:
         """Run what other threads handed in with :meth:`call_soon`; True if anything ran."""
-        happened = False
+        inbox = self._inbox
+        if inbox.empty():  # the common case, without raising queue.Empty every turn
+            return False
         while True:
             try:
-                fn = self._inbox.get_nowait()
+                fn = inbox.get_nowait()
             except queue.Empty:
-                return happened
+                return True
             fn()
-            happened = True
 
     def progress(self) -> bool:
         """One turn of the loop. Returns True if anything happened."""
@@ -330,7 +426,7 @@ class Engine:
         if now >= self._next_health:
             self._next_health = now + self.options.health_interval
             self._check_health(now)
-        if self.queue:
+        if self.queue and not self.ready:
             self._fail_stranded()
         return happened
 
@@ -385,6 +481,7 @@ class Engine:
         """
         status = self._status
         got = False
+        now = 0.0
         for _ in range(64):
             req = w.req
             if req is None:
@@ -399,7 +496,8 @@ class Engine:
                 return got
             w.req = None
             got = True
-            w.last_heard = time.monotonic()
+            if not now:
+                now = w.last_heard = time.monotonic()
             try:
                 self._handle(w, status.Get_tag(), payload)
             except mpi().Exception as exc:
@@ -410,8 +508,10 @@ class Engine:
         return got
 
     def _handle(self, w: Worker, tag: int, payload: tuple) -> None:
-        if tag == Tag.RESULT:
-            self._on_result(w, ResultMsg(*payload))
+        if tag == Tag.RESULTS:
+            self._on_results(w, payload[0])
+        elif tag == Tag.RESULT:
+            self._on_result(w, *payload)
         elif tag == Tag.ERROR:
             self._on_error(w, ErrorMsg(*payload))
         elif tag == Tag.CONTROL:
@@ -433,10 +533,14 @@ class Engine:
                 w.errors.append(SerializationError(
                     "data from %r cannot be unpickled: %s" % (w, exc)))
 
-    def _on_result(self, w: Worker, msg: ResultMsg) -> None:
-        item = w.inflight.pop(msg.work_id, None)
+    def _on_result(self, w: Worker, work_id: int, data: Any, sizes: tuple,
+                   took: float = 0.0) -> None:
+        """A RESULT record (:class:`~._protocol.ResultMsg`, unpacked)."""
+        item = w.inflight.pop(work_id, None)
+        if item is not None:
+            w.load -= item.weight
         try:
-            result = decode(w.comm, w.rank, msg.data, msg.sizes)
+            result = decode(w.comm, w.rank, data, sizes) if sizes else loads(data)
         except Exception as exc:
             result = None
             if item is not None:
@@ -447,9 +551,38 @@ class Engine:
         if item is None:
             return  # a task already given up on (timeout, loss)
         item.result = result
-        took = msg.seconds
         self._mean_task = took if not self._mean_task else 0.8 * self._mean_task + 0.2 * took
         self._completed(w, item)
+
+    def _on_results(self, w: Worker, results: tuple) -> None:
+        """A RESULTS record: the results of tasks of a batch (:class:`~._protocol.ResultsMsg`).
+        Each is handled like a RESULT; a result that cannot be unpickled fails its task
+        alone."""
+        inflight = w.inflight
+        mean = self._mean_task
+        done = []
+        for work_id, data, took in results:
+            item = inflight.pop(work_id, None)
+            mean = took if not mean else 0.8 * mean + 0.2 * took
+            if item is None:
+                continue  # a task already given up on (timeout, loss)
+            w.load -= item.weight
+            try:
+                item.result = loads(data)
+            except Exception as exc:
+                item.error = self._task_error(item, SerializationError(
+                    "the result of %s from %r cannot be unpickled here: %s: %s"
+                    % (item.describe(), w, type(exc).__name__, exc)))
+                item.error.__cause__ = exc
+            done.append(item)
+        self._mean_task = mean
+        w.busy_since = time.monotonic()
+        w.tasks_done += len(done)
+        for item in done:
+            item.worker = w
+            self._finish(item)
+        if w.retiring and not inflight:
+            self._stop_workers([w])
 
     def _completed(self, w: Worker, item: WorkItem) -> None:
         """Worker ``w`` is done with ``item`` (result or error set): hand it on."""
@@ -473,6 +606,8 @@ class Engine:
                                    % (w, why)), ""
         kind = msg.kind
         item = w.inflight.pop(msg.work_id, None) if msg.work_id is not None else None
+        if item is not None:
+            w.load -= item.weight
         what = item.describe() if item is not None else "a task"
         err: Error
         if kind == ErrorKind.PICKLE:
@@ -528,7 +663,8 @@ class Engine:
         if v.kill:
             self._kill(w)
         if v.kind == "timeout":
-            w.inflight.pop(v.item.work_id, None)
+            if w.inflight.pop(v.item.work_id, None) is not None:
+                w.load -= v.item.weight
             v.item.error = self.policy.timeout_error(v, w)
             self._finish(v.item)
             self._lost(w, "stopped after a task timeout")
@@ -590,11 +726,22 @@ class Engine:
         w._release()
         items = list(w.inflight.values())
         w.inflight.clear()
+        w.load = 0
         replaced = self._replace(w)
         live_after = len(self.live_workers())
-        requeue, give_up = self.policy.after_loss(w, items, reason, live_after)
+        if items and items[0].batched:
+            # It died in a batch: which task ran is unknown, so none is blamed (no try
+            # counted); each is a suspect and runs alone from now on, where a task that
+            # kills its worker again is found and counted as usual.
+            requeue, give_up = items, []  # type: List[WorkItem], List[WorkItem]
+            for item in items:
+                item.worker = None
+                item.killed += 1
+        else:
+            requeue, give_up = self.policy.after_loss(w, items, reason, live_after)
         for item in reversed(requeue):
             item.state = QUEUED
+            item.solo = True  # never batched again: a task that kills workers runs alone
             self.queue.appendleft(item)
         for item in give_up:
             self._finish(item)
@@ -624,6 +771,7 @@ class Engine:
         for w in self.workers:
             if isinstance(w, WorldWorker):
                 w.inflight.clear()
+                w.load = 0
         # A worker still starting is let finish (bounded) and then stopped like the others:
         # one left connecting would be orphaned, and MPI_Finalize would trip over its link.
         starting = lambda: any(w.state == STARTING for w in self.workers)  # noqa: E731
@@ -646,6 +794,13 @@ class Engine:
         else:
             text += ", %d respawned" % self.respawns
         return text
+
+
+def _batchable(item: WorkItem) -> bool:
+    """Whether ``item`` may share a message with other tasks (see ``Engine._send_batch``)."""
+    data = item.payload.data
+    return not item.solo and item.timeout is None and not item.payload.sizes \
+        and data is not None and len(data) <= BATCH_ENTRY_MAX
 
 
 def engine_for_pool(options: Options, max_workers: Optional[int], spawn: int,

@@ -46,6 +46,10 @@ class Options:
             ``MPIDISPATCH_STOP_TIMEOUT``; default 10.
         force_heartbeat: use heartbeats even for workers on this host (tests). Env
             ``MPIDISPATCH_FORCE_HEARTBEAT``; default false.
+        batch: most tasks sent to a worker in one message. ``None`` (default): automatic,
+            several small tasks per message once tasks are measured to be much shorter than
+            a message round trip; ``1``: one task per message. Env ``MPIDISPATCH_BATCH``
+            (``auto`` for None). Only tasks without a time limit are batched.
         journal: a run journal file (``run.db``): every task's outcome is recorded there,
             and a task whose outcome is recorded is not run again (docs/journal.md).
         retry_failed: with a journal, run tasks recorded as failed again instead of
@@ -64,6 +68,7 @@ class Options:
     health_interval: float = 0.2
     stop_timeout: float = 10.0
     force_heartbeat: bool = False
+    batch: Optional[int] = None
     journal: Optional[str] = None
     retry_failed: bool = False
 
@@ -72,7 +77,7 @@ class Options:
 _FROM_ENV = {
     "start_timeout": float, "prefetch": int, "max_retries": int, "task_timeout": float,
     "heartbeat_timeout": float, "health_interval": float, "stop_timeout": float,
-    "force_heartbeat": "bool", "respawn_budget": int, "journal": str,
+    "force_heartbeat": "bool", "respawn_budget": int, "batch": int, "journal": str,
     "retry_failed": "bool",
 }
 _FIELDS = {f.name for f in dataclasses.fields(Options)}
@@ -88,6 +93,8 @@ ENVIRONMENT: Dict[str, str] = {
     "MPIDISPATCH_HEALTH_INTERVAL": "seconds between liveness checks (0.2)",
     "MPIDISPATCH_STOP_TIMEOUT": "seconds a stopping worker may take before it is killed (10)",
     "MPIDISPATCH_FORCE_HEARTBEAT": "heartbeats for local workers too (false; tests)",
+    "MPIDISPATCH_BATCH": "most tasks per message (auto: batch tasks much shorter than a "
+                         "round trip; 1: off)",
     "MPIDISPATCH_WATCHDOG_INTERVAL": "seconds between a worker's checks that its manager "
                                      "lives (0.5)",
     "MPIDISPATCH_BACKOFF_SPIN": "seconds an idle process yields before it sleeps (0.02)",
@@ -115,6 +122,8 @@ def _from_env(name: str) -> Any:
                 return low in _TRUE
             raise ValueError(raw)
         if raw.lower() in ("none", "inf") and name in ("task_timeout", "respawn_budget"):
+            return None
+        if raw.lower() in ("none", "auto") and name == "batch":
             return None
         return kind(raw)  # type: ignore[operator]
     except ValueError:
@@ -199,6 +208,7 @@ def validate(o: Options) -> None:
     _positive("heartbeat_timeout", o.heartbeat_timeout)
     _positive("health_interval", o.health_interval)
     _positive("stop_timeout", o.stop_timeout)
+    _positive("batch", o.batch, allow_none=True, integer=True)
     if o.journal is not None and not isinstance(o.journal, (str, os.PathLike)):
         raise TypeError("journal must be a file name (str) or None, not %r" % (o.journal,))
     if not isinstance(o.retry_failed, bool):

@@ -7,8 +7,10 @@ bounded by ``MPI_TAG_UB``).
 tag        direction           record (travels as a plain tuple, pickled by mpi4py)
 =========  ==================  =====================================================
 TASK       manager -> worker   :class:`TaskMsg` (work_id, context_id, data, sizes)
+TASKS      manager -> worker   :class:`TasksMsg` (context_id, ((work_id, data), ...)): a batch
 SETUP      manager -> worker   :class:`SetupMsg` (context_id, data, sizes)
 RESULT     worker -> manager   :class:`ResultMsg` (work_id, data, sizes, seconds)
+RESULTS    worker -> manager   :class:`ResultsMsg` (((work_id, data, seconds), ...)): a batch
 ERROR      worker -> manager   :class:`ErrorMsg` (work_id, kind, data, sizes)
 CONTROL    both ways           :class:`ControlMsg` (verb, data, sizes) -- see :class:`Verb`
 DATA       both ways           :class:`DataMsg` (data, sizes) -- send_data/get_data
@@ -19,6 +21,11 @@ Every header message stays under mpi4py's receive buffer for a posted ``irecv`` 
 ``mpi4py.rc.irecv_bufsz``; a longer one crashed the receiver): whatever may be long -- a
 task, a result, an error with its traceback, ``run_cmd`` source, a control message's info --
 is a pickle stream that :func:`pack` moves to a buffer when it is over :data:`INLINE_MAX`.
+
+A batch (TASKS, RESULTS) carries only small inline pickle streams -- no out-of-band buffers
+-- and stays under :data:`BATCH_BYTES` of data and :data:`BATCH_MAX` entries, so it obeys
+the same bound (:func:`batch_fits`). A task or result that does not fit travels alone, and
+every failure travels alone as an ERROR record: one failing task of a batch fails alone.
 
 Records are ``NamedTuple`` classes for the code on both sides, but travel as plain tuples:
 pickling a named tuple costs ~10x a plain one (the class travels by reference), and the tag
@@ -55,6 +62,8 @@ class Tag(enum.IntEnum):
     CONTROL = 15
     DATA = 16
     BUFFER = 17
+    TASKS = 18
+    RESULTS = 19
 
 
 class Verb(enum.IntEnum):
@@ -89,6 +98,15 @@ class TaskMsg(NamedTuple):
     sizes: Tuple[int, ...]
 
 
+class TasksMsg(NamedTuple):
+    """Several small tasks of one context in one message: each ``(work_id, data)`` is run
+    like a :class:`TaskMsg` without buffers; results come back as :class:`ResultsMsg` (or
+    one RESULT/ERROR per task that does not fit a batch)."""
+
+    context_id: int
+    tasks: Tuple[Tuple[int, bytes], ...]
+
+
 class SetupMsg(NamedTuple):
     """A context's setup function: run it once, keep its values for the context's tasks."""
 
@@ -105,6 +123,13 @@ class ResultMsg(NamedTuple):
     data: Optional[bytes]
     sizes: Tuple[int, ...]
     seconds: float = 0.0
+
+
+class ResultsMsg(NamedTuple):
+    """Results of several tasks of a batch: each ``(work_id, data, seconds)`` is a
+    :class:`ResultMsg` without buffers."""
+
+    results: Tuple[Tuple[int, bytes, float], ...]
 
 
 class ErrorMsg(NamedTuple):
@@ -134,7 +159,8 @@ class DataMsg(NamedTuple):
 
 #: The record class of each tag.
 RECORDS: Dict[int, Any] = {Tag.TASK: TaskMsg, Tag.SETUP: SetupMsg, Tag.RESULT: ResultMsg,
-                           Tag.ERROR: ErrorMsg, Tag.CONTROL: ControlMsg, Tag.DATA: DataMsg}
+                           Tag.ERROR: ErrorMsg, Tag.CONTROL: ControlMsg, Tag.DATA: DataMsg,
+                           Tag.TASKS: TasksMsg, Tag.RESULTS: ResultsMsg}
 
 
 def buffer_sizes(buffers: Sequence[Any]) -> Tuple[int, ...]:
@@ -150,6 +176,24 @@ def _chunks(buf: Any) -> Any:
 #: Pickle streams longer than this travel as a buffer, so that every header message stays
 #: well under mpi4py's 32 KiB receive buffer of a posted irecv.
 INLINE_MAX = 16 * 1024
+
+
+#: Most pickle bytes of the entries of one batch (TASKS or RESULTS) together.
+BATCH_BYTES = INLINE_MAX
+
+#: Most entries in one batch. With :data:`BATCH_BYTES` of data and the pickle framing of
+#: each entry (a few dozen bytes), a batch header stays under mpi4py's 32 KiB.
+BATCH_MAX = 256
+
+#: The largest single entry that may join a batch (a longer one travels alone).
+BATCH_ENTRY_MAX = 4096
+
+
+def batch_fits(count: int, nbytes: int, entry: Optional[bytes]) -> bool:
+    """Whether a batch of ``count`` entries with ``nbytes`` of data can take ``entry`` too
+    (``None``: an entry that cannot be batched, such as a payload with buffers)."""
+    return (entry is not None and len(entry) <= BATCH_ENTRY_MAX and count < BATCH_MAX
+            and nbytes + len(entry) <= BATCH_BYTES)
 
 
 def pack(data: Optional[bytes],

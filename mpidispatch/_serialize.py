@@ -22,6 +22,16 @@ from typing import Any, List, Sequence, Tuple
 OUT_OF_BAND_MIN = 64 * 1024
 
 
+class _BigBuffer(Exception):
+    """An object holds a buffer worth sending out of band: take the slower path."""
+
+
+def _in_band(buf: pickle.PickleBuffer) -> bool:
+    if buf.raw().nbytes < OUT_OF_BAND_MIN:
+        return True
+    raise _BigBuffer
+
+
 def dumps(obj: Any) -> Tuple[bytes, List[pickle.PickleBuffer]]:
     """Serialize ``obj``; return the pickle bytes and the out-of-band buffers.
 
@@ -36,14 +46,18 @@ def dumps(obj: Any) -> Tuple[bytes, List[pickle.PickleBuffer]]:
         buffers.append(buf)
         return False
 
-    try:
-        data = pickle.dumps(obj, 5, buffer_callback=keep)
+    try:  # first without a closure of its own: the common small object
+        data = pickle.dumps(obj, 5, buffer_callback=_in_band)
+    except _BigBuffer:
+        try:
+            data = pickle.dumps(obj, 5, buffer_callback=keep)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            data = None
     except (pickle.PicklingError, AttributeError, TypeError):
-        pass  # a lambda, a closure, a local class: cloudpickle may manage, or raise the real error
-    else:
-        # the script's module, by its name or multiprocessing's (see the module docstring)
-        if b"__main__" not in data and b"__mp_main__" not in data:
-            return data, buffers
+        data = None  # a lambda, a closure, a local class: cloudpickle may manage, or raise
+    # the script's module, by its name or multiprocessing's (see the module docstring)
+    if data is not None and b"__main__" not in data and b"__mp_main__" not in data:
+        return data, buffers
     import cloudpickle
     buffers.clear()
     data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)

@@ -9,10 +9,10 @@ task that loses its worker goes back to ``QUEUED``.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from . import _serialize
-from ._protocol import pack
+from ._protocol import INLINE_MAX, pack
 from .errors import SerializationError
 
 _ids = itertools.count(1)
@@ -37,7 +37,11 @@ class Payload:
             raise SerializationError("the %s %s cannot be pickled: %s: %s"
                                      % (what, _short_repr(obj), type(exc).__name__, exc)
                                      ) from exc
-        self.data, self.sizes, self.buffers = pack(data, buffers)
+        self.buffers: Sequence[Any]
+        if buffers or len(data) > INLINE_MAX:
+            self.data, self.sizes, self.buffers = pack(data, buffers)
+        else:  # the common small task: no lists or tuples of its own
+            self.data, self.sizes, self.buffers = data, (), ()
 
 
 class Setup:
@@ -66,15 +70,20 @@ class WorkItem:
         tries: losses of a worker while it ran this task.
         killed: distinct workers lost while they ran this task.
         key: the task's key in the run journal (None without a journal).
+        solo: never batched with other tasks (set once a worker holding it was lost).
+        weight: the share of its worker's slots it takes while in flight: 1 in a batch, the
+            batch size when sent alone (see ``Engine._dispatch``).
+        batched: it was last sent in a batch of several tasks.
     """
 
     __slots__ = ("work_id", "index", "task", "payload", "setup", "group", "tries", "killed",
-                 "worker", "result", "error", "timeout", "tag", "state", "key")
+                 "worker", "result", "error", "timeout", "tag", "state", "key", "solo",
+                 "weight", "batched")
 
     def __init__(self, task: Any, payload: Payload, group: Any, index: int,
                  setup: Optional[Setup] = None, timeout: Optional[float] = None,
                  tag: Any = None) -> None:
-        self.work_id = next_id()
+        self.work_id = next(_ids)
         self.index = index
         self.task = task
         self.payload = payload
@@ -89,6 +98,9 @@ class WorkItem:
         self.tag = tag
         self.state = QUEUED
         self.key: Optional[str] = None
+        self.solo = False
+        self.weight = 1
+        self.batched = False
 
     def describe(self) -> str:
         """How an error names this task: 'task #51 (<repr>)'."""

@@ -18,9 +18,9 @@ from typing import Any, Dict, Optional, Sequence
 
 from . import _serialize, _signals
 from ._mpienv import mpi
-from ._protocol import (ControlMsg, ErrorKind, SetupMsg, Tag, TaskMsg, Verb,
-                        control, decode, error_message, pack, pack_error, read_info,
-                        send_message, wait_all)
+from ._protocol import (BATCH_ENTRY_MAX, INLINE_MAX, ControlMsg, ErrorKind, SetupMsg, Tag, Verb,
+                        batch_fits, control, decode, error_message, pack, pack_error,
+                        read_info, send_message, wait_all)
 from ._util import Backoff, env_float, hostname, pid_status
 
 #: Exit status of a worker whose manager vanished.
@@ -101,14 +101,14 @@ class WorkerLoop:
 
     # -- handlers ------------------------------------------------------------------------
     def on_task(self, payload: tuple) -> None:
-        msg = TaskMsg(*payload)
-        work_id = msg.work_id
+        work_id, context_id, data, sizes = payload  # a TaskMsg
         try:
-            fn = decode(self.comm, self.manager, msg.data, msg.sizes)
+            fn = decode(self.comm, self.manager, data, sizes) if sizes else \
+                _serialize.loads(data)
         except BaseException as exc:
             self.send_error(work_id, ErrorKind.UNPICKLE, exc)
             return
-        args = self.contexts.get(msg.context_id, ())
+        args = self.contexts.get(context_id, ())
         if isinstance(args, _SetupFailed):
             self.send(Tag.ERROR, *error_message(work_id, ErrorKind.SETUP, args.error))
             return
@@ -125,9 +125,60 @@ class WorkerLoop:
         except BaseException as exc:
             self.send_error(work_id, ErrorKind.PICKLE, exc)
             return
-        data, sizes, bufs = pack(data, bufs)
         took = time.perf_counter() - started
-        self.send(Tag.RESULT, (work_id, data, sizes, took), bufs)
+        if bufs or len(data) > INLINE_MAX:
+            data, sizes, bufs = pack(data, bufs)
+            self.send(Tag.RESULT, (work_id, data, sizes, took), bufs)
+        else:
+            self.send(Tag.RESULT, (work_id, data, (), took))
+
+    def on_tasks(self, payload: tuple) -> None:
+        """A batch (:class:`~._protocol.TasksMsg`): run each task in turn; send the small
+        results back together (:class:`~._protocol.ResultsMsg`, as many messages as the
+        batch bounds need), and each failure, and each result too big for a batch, alone
+        and at once -- one failing task fails alone, the others go on."""
+        context_id, tasks = payload
+        args = self.contexts.get(context_id, ())
+        if isinstance(args, _SetupFailed):
+            for work_id, _ in tasks:
+                self.send(Tag.ERROR, *error_message(work_id, ErrorKind.SETUP, args.error))
+            return
+        loads, dumps, clock = _serialize.loads, _serialize.dumps, time.perf_counter
+        results: list = []
+        nbytes = 0
+        for work_id, data in tasks:
+            try:
+                fn = loads(data)
+            except BaseException as exc:
+                self.send_error(work_id, ErrorKind.UNPICKLE, exc)
+                continue
+            started = clock()
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # SystemExit and KeyboardInterrupt too
+                self.send_error(work_id, ErrorKind.RAISED, exc)
+                continue
+            finally:
+                del fn
+            try:
+                data, bufs = dumps(result)
+            except BaseException as exc:
+                self.send_error(work_id, ErrorKind.PICKLE, exc)
+                continue
+            finally:
+                del result
+            took = clock() - started
+            if bufs or len(data) > BATCH_ENTRY_MAX:  # a big result travels alone
+                data, sizes, bufs = pack(data, bufs)
+                self.send(Tag.RESULT, (work_id, data, sizes, took), bufs)
+                continue
+            if not batch_fits(len(results), nbytes, data):
+                self.send(Tag.RESULTS, (results,))
+                results, nbytes = [], 0
+            results.append((work_id, data, took))
+            nbytes += len(data)
+        if results:
+            self.send(Tag.RESULTS, (results,))
 
     def on_setup(self, payload: tuple) -> None:
         msg = SetupMsg(*payload)
@@ -227,7 +278,8 @@ class WorkerLoop:
         """Say hello, then handle messages until the manager says stop."""
         import platform
         self._any_tag = mpi().ANY_TAG
-        self.handlers = {Tag.TASK: self.on_task, Tag.SETUP: self.on_setup,
+        self.handlers = {Tag.TASK: self.on_task, Tag.TASKS: self.on_tasks,
+                         Tag.SETUP: self.on_setup,
                          Tag.CONTROL: self.on_control, Tag.DATA: self.on_data}
         self.send(Tag.CONTROL, *control(Verb.HELLO, {
             "host": hostname(), "pid": os.getpid(), "log": self.log_file,

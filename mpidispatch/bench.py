@@ -102,10 +102,11 @@ def _array(nbytes_: int):
 # prints one RESULT line from rank 0 / the singleton.
 
 def child_mpidispatch(a: argparse.Namespace) -> None:
-    """No-op tasks through Manager/Context, one task per message; static world or spawned."""
+    """No-op tasks through Manager/Context (``--batch 1``: one task per message; default:
+    automatic batching); static world or spawned."""
     from . import LocalWorker, Manager
     info = _world_info()
-    m = Manager(output=None)
+    m = Manager(output=None, batch=a.batch)
     for _ in range(a.spawn):
         m.add_worker(LocalWorker())
     c = m.get_context()
@@ -403,28 +404,35 @@ def run_table(a: argparse.Namespace, r: Runner) -> int:
 def _task_rows(r: Runner, a: argparse.Namespace) -> None:
     w = a.workers
     few = str(min(a.tasks, a.futures_tasks))
-    print("\n%d workers, no-op tasks (%d per timed run; mpi4py.futures chunksize 1: %s), "
-          "median of %d runs\n" % (w, a.tasks, few, a.repeat))
-    rows = [("mpidispatch Manager, mpiexec world", r.child("mpidispatch", mpiexec=w + 1)),
-            ("mpidispatch Manager, spawned workers",
+    many = str(10 * a.tasks)  # chunked rows: enough tasks to time
+    print("\n%d workers, no-op tasks (%d per timed run; chunksize 100: %s; mpi4py.futures "
+          "chunksize 1: %s), median of %d runs\n" % (w, a.tasks, many, few, a.repeat))
+    rows = [("mpidispatch Manager, mpiexec world, 1 task/message",
+             r.child("mpidispatch", "--batch", "1", mpiexec=w + 1)),
+            ("mpidispatch Manager, spawned workers, 1 task/message",
+             r.child("mpidispatch", "--spawn", str(w), "--batch", "1")),
+            ("mpidispatch Manager, mpiexec world, automatic batches",
+             r.child("mpidispatch", mpiexec=w + 1)),
+            ("mpidispatch Manager, spawned workers, automatic batches",
              r.child("mpidispatch", "--spawn", str(w))),
             ("mpidispatch MPIExecutor.map(chunksize=100)",
-             r.child("executor", "--chunksize", "100", mpiexec=w + 1)),
+             r.child("executor", "--chunksize", "100", "--tasks", many, mpiexec=w + 1)),
             ("mpi4py.futures map(chunksize=1)",
              r.child("futures", "--chunksize", "1", "--tasks", few, mpiexec=w + 1,
                      futures=True)),
             ("mpi4py.futures map(chunksize=100)",
-             r.child("futures", "--chunksize", "100", mpiexec=w + 1, futures=True)),
+             r.child("futures", "--chunksize", "100", "--tasks", many, mpiexec=w + 1,
+                     futures=True)),
             ("multiprocessing.Pool imap_unordered(chunksize=1)", r.child("pool")),
             ("raw mpi4py send/recv loop (1 in flight/worker)",
              r.child("raw-loop", mpiexec=w + 1))]
-    ref1, ref100 = rows[3][1], rows[4][1]
-    print("| %-50s | %12s | %16s |" % ("tasks per second", "", "x mpi4py.futures"))
-    print("|%s|%s|%s|" % ("-" * 52, "-" * 14, "-" * 18))
+    ref1, ref100 = rows[5][1], rows[6][1]
+    print("| %-56s | %12s | %16s |" % ("tasks per second", "", "x mpi4py.futures"))
+    print("|%s|%s|%s|" % ("-" * 58, "-" * 14, "-" * 18))
     for name, res in rows:
         ref = ref100 if "100" in name else ref1
         ratio = "%.1f" % (res["rate"] / ref["rate"]) if res and ref else ""
-        print("| %-50s | %12s | %16s |" % (name, _fmt_rate(res), ratio))
+        print("| %-56s | %12s | %16s |" % (name, _fmt_rate(res), ratio))
 
 
 def _byte_rows(r: Runner, a: argparse.Namespace) -> None:
@@ -569,6 +577,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--spawn", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--chunksize", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -77,6 +77,7 @@ class Worker:
         self.log_file: Optional[str] = None
         self.command: str = ""
         self.inflight: "OrderedDict[int, Any]" = OrderedDict()
+        self.load = 0                     # slots its inflight tasks take (engine: _dispatch)
         self.pending: list = []          # send requests still in flight
         self.req: Any = None              # the receive posted for this worker's next message
         self.contexts: set = set()        # contexts whose setup this worker has

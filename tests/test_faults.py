@@ -78,6 +78,45 @@ def test_poison_task_fails_alone(mpi_run, kind, exitcode):
     assert pids_gone(run)
 
 
+BATCHED = {"MPIDISPATCH_BATCH": "20"}   # tasks travel 20 to a message
+
+
+@pytest.mark.parametrize("ft", [True, False])
+def test_kills_inside_batches_lose_and_duplicate_nothing(mpi_run, ft):
+    """Workers killed while they hold batches: finished results are not repeated, the rest
+    of each batch is requeued and runs once."""
+    run = run_fault(mpi_run, "kill_random", 3, ft=ft, env=BATCHED)
+    assert run.returncode == 0, run
+    assert int(run.value("BATCHES")) > 0, run
+    assert run.value("EXACTLY_ONCE") == "True", run
+    assert int(run.value("LOST")) >= 1
+    assert pids_gone(run)
+
+
+def test_poison_task_inside_a_batch_fails_alone(mpi_run):
+    """Which task of a lost batch killed the worker is not known: each runs alone from then
+    on, and only the poison task fails."""
+    run = run_fault(mpi_run, "poison_osexit", 2, env={"MPIDISPATCH_BATCH": "10"})
+    assert run.returncode == 0, run
+    assert int(run.value("BATCHES")) > 0, run
+    assert ast.literal_eval(run.value("MISSING")) == [7], run
+    assert run.value("POISON_ERRORS") == "1" and int(run.value("POISON_EXITCODE")) == 9
+    assert pids_gone(run)
+
+
+@pytest.mark.parametrize("batch", ["32", None], ids=["batch=32", "automatic"])
+def test_errors_inside_batches_fail_alone(mpi_run, batch):
+    """Tasks that raise (or exit) inside a batch fail alone with their own error; a big
+    result travels alone; every other result arrives once."""
+    env = {"MPIDISPATCH_BATCH": batch} if batch else None
+    run = run_fault(mpi_run, "errors_batched", 2, ft=False, env=env)
+    assert run.returncode == 0, run
+    assert int(run.value("BATCHES")) > 0, run
+    assert run.value("ERRORS_RIGHT") == "True", run
+    assert run.value("ERROR_TEXTS_RIGHT") == "True", run
+    assert run.value("OTHERS_ONCE") == "True", run
+
+
 def test_poison_task_without_fault_tolerance_fails_alone(mpi_run):
     """Issue 9.9: one task calling os._exit(0) must not kill every worker."""
     run = run_fault(mpi_run, "poison_noft", 2, ft=False)

@@ -38,6 +38,10 @@ class Job:
             time.sleep(1000)
         if self.kind == "sysexit":
             sys.exit(5)
+        if self.kind == "raise":
+            raise ValueError("task %d raised" % self.i)
+        if self.kind == "big":
+            return self.i, os.getpid(), b"b" * 100000
         return self.i, os.getpid()
 
 
@@ -58,7 +62,7 @@ def collect():
     it = c.get_results_unordered()
     while True:
         try:
-            i, pid = next(it)
+            i, pid = next(it)[:2]
             got.setdefault(i, []).append(pid)
         except StopIteration:
             return got, errors
@@ -77,6 +81,7 @@ def report(got, n, started):
     print("SECONDS %.2f" % (time.monotonic() - started))
     print("WORKER_PIDS", " ".join(str(w.pid) for w in engine.workers if w.pid))
     print("SUMMARY", m.summary())
+    print("BATCHES", engine.batches_sent)
 
 
 def busy_workers(within=30.0):
@@ -149,6 +154,24 @@ elif MODE == "poison_noft":
     print("POISON_ERRORS", len(err))
     print("POISON_INDEX", err[0].index if err else None)
     print("NOMORE", "nomore" in errors)
+elif MODE == "errors_batched":
+    # tiny tasks in batches (MPIDISPATCH_BATCH): some raise, one exits, one returns a big
+    # result; each fails or travels alone, the others of its batch are unaffected
+    n = 400
+    kinds = {i: "raise" for i in range(3, n, 17)}
+    kinds.update({50: "sysexit", 51: "big"})
+    for i in range(n):
+        c.add_task(Job(i, kinds.get(i, "ok")))
+    got, errors = collect()
+    failed = sorted(e.index for e in errors.values() if isinstance(e, RemoteError))
+    expected = sorted(i for i, k in kinds.items() if k != "big")
+    print("ERRORS_RIGHT", failed == expected)
+    print("ERROR_TEXTS_RIGHT", all(
+        ("task %d raised" % e.index in str(e)) == (kinds[e.index] == "raise")
+        for e in errors.values()))
+    report(got, n, started)
+    print("OTHERS_ONCE", sorted(got) == sorted(set(range(n)) - set(expected))
+          and all(len(v) == 1 for v in got.values()))
 elif MODE == "hang":
     n = 10
     for i in range(n):

@@ -35,7 +35,8 @@ class FakeComm:
 
 
 def test_every_tag_has_a_record():
-    assert set(RECORDS) == {Tag.TASK, Tag.SETUP, Tag.RESULT, Tag.ERROR, Tag.CONTROL, Tag.DATA}
+    assert set(RECORDS) == {Tag.TASK, Tag.SETUP, Tag.RESULT, Tag.ERROR, Tag.CONTROL, Tag.DATA,
+                            Tag.TASKS, Tag.RESULTS}
 
 
 def test_records_travel_as_plain_tuples_and_rebuild():
