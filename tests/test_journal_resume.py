@@ -307,7 +307,8 @@ def test_requeue_template_runs_a_farm_to_the_end_across_allocations(tmp_path):
         shutil.copy(TEMPLATES / name, tmp_path / name)
     (tmp_path / "farm.py").write_text(SLURM_FARM)
     n, seconds = 100, 1.0     # 50 s of work on 2 workers: longer than any first warning
-    run = "mpiexec -n 3 --oversubscribe python farm.py %d farm.db marks %g" % (n, seconds)
+    # the launcher line of the template's own example: right for either MPI wheel
+    run = "python -m mpidispatch -n 3 farm.py %d farm.db marks %g" % (n, seconds)
     env = dict(_environment(None), VENV=sys.prefix, RUN=run, STOP_GRACE="30")
     # A 1-minute limit and the warning 50 s before it: Slurm checks limits about every 30 s,
     # so the warning comes 10-40 s into each allocation, before the farm can be done.
