@@ -360,9 +360,4 @@ elif MODE == "deleted_log":
     with open("/proc/%d/stat" % pid) as f:
         wrapper = int(f.read().rsplit(")", 1)[1].split()[1])  # the shell that writes the line
     m.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (os.path.exists("/proc/%d" % pid)
-                                           or os.path.exists("/proc/%d" % wrapper)):
-        time.sleep(0.05)
-    print("WRAPPER_GONE", not os.path.exists("/proc/%d" % wrapper))
-    print("LOG_EXISTS", os.path.exists("del0.log"))
+    print("WRAPPER", wrapper, flush=True)   # the test waits for it (it may outlive us: MPICH)
