@@ -39,6 +39,10 @@ elif sys.argv[1:2] == ["--slurm-submit"]:        # an array job whose tasks join
 else:
     for host in sys.argv[1:]:
         m.add_worker(LocalWorker(host=host))
+try:
+    m.wait_ready(120)   # workers start in the background: have each up (or failed) first
+except Error:
+    pass                # none started: the tasks below then fail, reported as RUN_ERROR
 c = m.get_context()
 N = 40
 for i in range(N):
