@@ -2,6 +2,7 @@
 
 Each mode prints KEY value lines that tests/test_engine_v2.py checks.
 """
+import functools
 import gc
 import os
 import sys
@@ -209,8 +210,8 @@ elif MODE == "heartbeat_attr":
         m.add_worker(LocalWorker())
     m.wait_ready(60)
     c = m.get_context()
-    for i in range(40):
-        c.add_task(Boom(i + 100))
+    for i in range(40):   # tasks of 0.1 s: the stopped worker still holds one when it is found
+        c.add_task(functools.partial(sleep_then, 0.1, i + 100))
     engine = m._engine
 
     def stop_one():
