@@ -26,6 +26,7 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Seq
 from . import _serialize
 from ._util import hostname
 from .errors import NoMoreWorkersError, RemoteError, SerializationError
+from .executor import _Call  # the same call record the real executor sends
 from .workers import READY, STOPPED, Worker
 
 #: Seconds ``close()`` waits for a worker thread still running ``run_cmd`` source.
@@ -552,18 +553,6 @@ class InProcessExecutor(cf.Executor):
 
     def summary(self) -> str:
         return self._face.summary()
-
-
-class _Call:
-    """One ``submit`` as it travels: ``fn(*args, **kwargs)``."""
-
-    __slots__ = ("fn", "args", "kwargs")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-
-    def __call__(self) -> Any:
-        return self.fn(*self.args, **self.kwargs)
 
 
 # -- JobDispatcher -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from conftest import BACKEND, SCENARIOS, _environment
-from mpidispatch import _mpiexec, _signals
+from mpidispatch import _launcher, _mpiexec, _signals
 from mpidispatch.errors import Terminated
 
 pytestmark = pytest.mark.fault
@@ -24,22 +24,14 @@ TAG = "MPIDISPATCH_TESTTAG"
 
 
 def tagged(tag):
-    """Live processes whose environment holds TAG=tag: [(pid, command line)]."""
-    needle = ("%s=%s" % (TAG, tag)).encode()
+    """Live processes whose environment holds TAG=tag: [(pid, command line)] (found by the
+    launcher's own sweep, :func:`mpidispatch._launcher.tagged_processes`)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in _launcher.tagged_processes(TAG, tag):
         try:
-            with open("/proc/%s/environ" % entry, "rb") as f:
-                if needle not in f.read().split(b"\0"):
-                    continue
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
-                    continue
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                found.append((int(entry), f.read().replace(b"\0", b" ").decode()[:150]))
-        except (OSError, IndexError):
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                found.append((pid, f.read().replace(b"\0", b" ").decode()[:150]))
+        except OSError:
             continue
     return found
 
