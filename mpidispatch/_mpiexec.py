@@ -78,7 +78,12 @@ def command(nprocs: int, program: Sequence[str] = (), fault_tolerant: bool = Fal
             ``node1 slots=4``; MPICH: ``node1:4``).
     """
     cmd = [executable()]
-    if fault_tolerant:
+    if fault_tolerant or (nprocs == 1 and _mpienv.backend() == "mpich"):
+        # MPICH's hydra ends the whole job when any process it started dies, spawned
+        # workers included: a worker killed on purpose (a task over its time limit, a
+        # stop on SIGTERM) would take the manager with it. With one rank there is no
+        # world rank to leave behind, so the switch is always right; deaths are found
+        # by pid.
         cmd += fault_tolerance_flags()
     cmd += ["-n", str(nprocs)]
     openmpi = _mpienv.backend() == "openmpi"

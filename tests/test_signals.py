@@ -378,11 +378,16 @@ def test_mpiexec_lines_and_environment_have_one_home():
 @pytest.mark.parametrize("backend,ft,over,expect", [
     ("openmpi", True, True, ["--with-ft", "ulfm", "-n", "3", "--map-by", "slot:oversubscribe"]),
     ("openmpi", False, False, ["-n", "3"]),
-    ("mpich", True, True, ["-disable-auto-cleanup", "-n", "3"])])
+    ("mpich", True, True, ["-disable-auto-cleanup", "-n", "3"]),
+    ("mpich", False, False, ["-n", "3"]),
+    # one rank (spawned workers): a worker killed on purpose must not end the manager
+    ("mpich", False, False, ["-disable-auto-cleanup", "-n", "1"]),
+    ("openmpi", False, False, ["-n", "1"])])
 def test_mpiexec_command(monkeypatch, backend, ft, over, expect):
     from mpidispatch import _mpienv
     monkeypatch.setattr(_mpienv, "backend", lambda: backend)
-    cmd = _mpiexec.command(3, ["python", "x.py"], ft, oversubscribe=over)
+    cmd = _mpiexec.command(int(expect[expect.index("-n") + 1]), ["python", "x.py"], ft,
+                           oversubscribe=over)
     assert cmd[1:] == expect + ["python", "x.py"]
     assert os.path.basename(cmd[0]) == "mpiexec"
 
