@@ -40,6 +40,7 @@ from ._protocol import (BATCH_BYTES, BATCH_ENTRY_MAX, BATCH_MAX, ControlMsg, Err
 from ._serialize import loads
 from ._util import Backoff, hostname
 from ._work import QUEUED, WorkItem
+from ._watch import WatchPost
 from . import _workerlife as life
 from ._workerlife import cancel_request
 from .errors import (Error, NoMoreWorkersError, RemoteError, SerializationError,
@@ -102,6 +103,7 @@ class Engine:
         self._inbox: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
         self._mean_task = 0.0
         self._host = self.policy.local_host
+        self.watch_post = WatchPost()  # reports of the watchers beside heartbeat workers
         self._ulfm = ulfm_error_classes()
         self._status = mpi().Status()
         self._any_tag = mpi().ANY_TAG
@@ -649,6 +651,7 @@ class Engine:
             self._lost(w, reason)
 
     def _check_health(self, now: float) -> None:
+        self.watch_post.collect(now)
         for w in list(self.workers):
             if w.state == STARTING and w.comm is None:
                 self._poll_start(w, now)
@@ -709,6 +712,7 @@ class Engine:
         if w.req is not None and w.pid is not None and w.host == self._host:
             self._await_mpi_notice(w)  # found by pid check: let MPI catch up first
         w.state = DEAD
+        self.watch_post.forget(w)
         if w.records_exit_status:
             w.exitcode = exit_status_from_log(w.log_file)
             reason = "%s, %s" % (reason, describe_exit(w.exitcode))
@@ -780,6 +784,7 @@ class Engine:
             self.run_until(lambda: not starting(), self.options.stop_timeout)
         self._stop_workers([w for w in self.workers if not isinstance(w, WorldWorker)])
         _world.give_back(self._world_workers)
+        self.watch_post.close()
         if self.journal is not None:
             self.journal.close()
 

@@ -94,12 +94,41 @@ class FailurePolicy:
             if why is not None:
                 return Verdict("lost", "process %d is %s" % (w.pid, why))
         elif w.inflight and now - w.last_heard > self.options.heartbeat_timeout:
-            return Verdict("lost", "no heartbeat for %.0f s" % (now - w.last_heard), kill=True)
+            verdict = self._silent(w, now)
+            if verdict is not None:
+                return verdict
         if w.inflight:
             item = next(iter(w.inflight.values()))
             limit = item.timeout if item.timeout is not None else self.options.task_timeout
             if limit is not None and now - w.busy_since > limit:
                 return Verdict("timeout", "a task timeout", kill=True, item=item, limit=limit)
+        return None
+
+    def _silent(self, w: Any, now: float) -> Optional[Verdict]:
+        """A worker watched by heartbeat has been silent too long: lost, unless its watcher
+        (a process beside it that its code cannot starve; ``_watcher``) says it is busy.
+
+        Busy and silent is a task holding Python's lock in one long C call: it is left to
+        run (``task_timeout`` bounds it). Stopped (SIGSTOP), gone, or a silent watcher (the
+        host or the network is down) is a loss."""
+        timeout = self.options.heartbeat_timeout
+        silence = "no heartbeat for %.0f s" % (now - w.last_heard)
+        report = getattr(w, "watch", None)
+        if report is None:
+            return Verdict("lost", silence, kill=True)
+        if now - report.seen > timeout:
+            return Verdict("lost", "%s, nor a word from its watcher for %.0f s"
+                           % (silence, now - report.seen), kill=True)
+        if not report.busy:
+            what = "stopped" if report.state in "Tt" else "in state %r" % report.state
+            return Verdict("lost", "%s; its watcher reports the process %s"
+                           % (silence, what), kill=True)
+        if getattr(w, "quiet_noted", None) != w.last_heard:
+            w.quiet_noted = w.last_heard
+            logging.getLogger("mpidispatch").warning(
+                "%r: %s, but its process is running (state %s): a task holding Python's "
+                "lock in a long C call? Not counted as lost; task_timeout bounds it.",
+                w, silence, report.state)
         return None
 
     def timeout_error(self, v: Verdict, w: Any) -> TaskTimeoutError:

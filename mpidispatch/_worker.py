@@ -9,7 +9,9 @@ backs off when idle so that a waiting worker does not burn a core. On STOP it an
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -86,6 +88,7 @@ class WorkerLoop:
         self.status = MPI.Status()
         self.running = True
         self.hard_stop = False
+        self.watcher: Optional[subprocess.Popen] = None  # reports our state (_watcher)
         #: Answer STOP with BYE (spawned workers, which the manager then disconnects; a
         #: static-world rank's manager is finalizing and would not read it).
         self.say_bye = True
@@ -233,6 +236,35 @@ class WorkerLoop:
             _start_watchdog(int(info["pid"]))
         if info.get("heartbeat"):
             self._start_heartbeat(float(info["heartbeat"]))
+        self._start_watcher(info.get("watch"))
+
+    def _start_watcher(self, settings: Optional[dict]) -> None:
+        """Start the process that reports this worker's state to the manager (``_watcher``),
+        ending the one a previous manager's welcome started. Its key goes on its stdin."""
+        old, self.watcher = self.watcher, None
+        if old is not None:
+            if old.stdin is not None:
+                old.stdin.close()   # end of file: it ends
+            try:
+                old.wait(5)
+            except subprocess.TimeoutExpired:
+                old.kill()
+        if not settings:
+            return
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", os.path.join(os.path.dirname(__file__),
+                                                          "_watcher.py")],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(settings).encode() + b"\n")
+            proc.stdin.flush()
+        except OSError as exc:
+            print("mpidispatch: could not start the watcher (%s); a task holding Python's "
+                  "lock longer than heartbeat_timeout will count as lost" % exc,
+                  file=sys.stderr)
+            return
+        self.watcher = proc
 
     def _start_heartbeat(self, interval: float) -> None:
         """Tell a manager on another host, every ``interval`` s, that this worker lives
@@ -293,6 +325,7 @@ class WorkerLoop:
                 backoff.reset()
             else:
                 backoff.sleep()
+        self._start_watcher(None)   # ends the watcher: this manager is done with us
         if self.say_bye:
             try:
                 self.send(Tag.CONTROL, *control(Verb.BYE))  # the manager may disconnect now

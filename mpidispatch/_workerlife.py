@@ -167,9 +167,12 @@ def _welcome(engine: "Engine", w: Worker) -> None:
     """Tell a worker who its manager is, and (a world rank) where its output goes."""
     welcome = {
         "host": engine._host, "pid": os.getpid(), "cwd": os.getcwd(),
-        "heartbeat": (engine.options.heartbeat_timeout / 4
-                      if engine.policy.uses_heartbeat(w) else None),
+        "heartbeat": None, "watch": None,
         "sys_path": [p for p in sys.path if p]}
+    if engine.policy.uses_heartbeat(w):
+        interval = engine.options.heartbeat_timeout / 4
+        welcome["heartbeat"] = interval
+        welcome["watch"] = engine.watch_post.enlist(w, interval, same_host=w.host == engine._host)
     if isinstance(w, WorldWorker):  # a rank follows this face's output setting
         out = engine.options.output
         welcome["output"] = w.log_file = (os.path.abspath(out % w.index) if out else None)

@@ -85,6 +85,8 @@ class Worker:
         self.errors: deque = deque()      # message passing: errors from run_cmd
         self.busy_since = 0.0
         self.last_heard = 0.0
+        self.watch: Any = None            # the latest _watch.WatchReport (heartbeat workers)
+        self.quiet_noted: Optional[float] = None  # last_heard when its silence was logged
         self.start_time = 0.0
         self.ready_time = 0.0
         self.tasks_done = 0

@@ -131,6 +131,7 @@ def test_manager_heartbeat_timeout_attribute_is_honoured(mpi_run):
     assert run.returncode == 0, run
     assert run.value("EXACTLY_ONCE") == "True", run
     assert run.value("LOST") == "1"
+    assert "watcher reports the process stopped" in run.value("DEATHS"), run
     assert float(run.value("SECONDS")) < 30
 
 
@@ -202,3 +203,20 @@ def test_deleted_log_is_not_recreated(mpi_run):
         time.sleep(0.05)
     assert not os.path.exists("/proc/%d" % wrapper), "the wrapper shell did not end"
     assert not (run.cwd / "del0.log").exists(), run
+
+
+def test_task_holding_the_gil_is_busy_not_lost(mpi_run):
+    """Issue 9.12: two tasks each hold Python's lock in one 4 s C call, four times the
+    heartbeat timeout, so the workers' heartbeat threads starve. Their watcher processes
+    report them running: nothing is killed, both results come (before: WorkerLostError on
+    every worker they landed on)."""
+    env = {"MPIDISPATCH_FORCE_HEARTBEAT": "1"}
+    if BACKEND == "mpich":
+        run = mpi_run("engine_v2.py", "gil_hold", n=1, module=True, timeout=90, env=env)
+    else:
+        run = mpi_run("engine_v2.py", "gil_hold", timeout=90, env=env)
+    assert run.returncode == 0, run
+    assert run.value("ERRORS") == "[]", run
+    assert run.value("RESULTS") == "[0, 1]", run
+    assert run.value("LOST") == "0", run
+    assert "its process is running" in run.stderr, run

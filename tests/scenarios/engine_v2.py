@@ -228,7 +228,32 @@ elif MODE == "heartbeat_attr":
     results = sorted(c.get_results_unordered())
     print("EXACTLY_ONCE", results == list(range(100, 140)))
     print("LOST", engine.lost_count)
+    print("DEATHS", [w.death for w in engine.workers if w.death])
     print("SECONDS %.1f" % (time.monotonic() - started))
+elif MODE == "gil_hold":
+    # Issue 9.12: a task holding Python's lock in one C call longer than heartbeat_timeout
+    # starves the worker's heartbeat thread; its watcher process tells busy from stopped.
+    import ctypes
+
+    def hold_gil(seconds, value):
+        ctypes.PyDLL(None).sleep(int(seconds))   # PyDLL: the GIL stays held
+        return value
+
+    m = Manager(heartbeat_timeout=1.0)
+    for _ in range(2):
+        m.add_worker(LocalWorker())
+    m.wait_ready(60)
+    c = m.get_context()
+    for i in range(2):
+        c.add_task(functools.partial(hold_gil, 4, i))
+    results, errors = [], []
+    try:
+        results = sorted(c.get_results_unordered())
+    except Exception as exc:  # a WorkerLostError before the fix
+        errors.append("%s: %s" % (type(exc).__name__, exc))
+    print("RESULTS", results)
+    print("ERRORS", errors)
+    print("LOST", m._engine.lost_count)
 elif MODE == "executor_prints":
     # Issue 11.6: print() in a task reaches the user's terminal with the executor.
     with MPIExecutor(max_workers=1) as ex:

@@ -45,6 +45,34 @@ def test_remote_worker_silent_with_a_task_is_lost_and_killed():
     assert policy(heartbeat_timeout=5).check(w, now=4.0) is None
 
 
+def test_silent_remote_worker_its_watcher_calls_busy_is_left_to_run():
+    """Issue 9.12: starved heartbeat, but the watcher (a process beside it) says running."""
+    from mpidispatch._watch import WatchReport
+    p = policy(heartbeat_timeout=5)
+    for state in "RSD":
+        w = worker(host="elsewhere", last_heard=0.0, quiet_noted=None,
+                   watch=WatchReport(seen=5.5, sequence=9, state=state, cpu_ticks=600))
+        w.inflight[1] = item()
+        assert p.check(w, now=6.0) is None
+        assert w.quiet_noted == 0.0     # its silence was logged once
+
+
+def test_silent_remote_worker_its_watcher_calls_stopped_or_silent_is_lost():
+    from mpidispatch._watch import WatchReport
+    p = policy(heartbeat_timeout=5)
+    stopped = worker(host="elsewhere", watch=WatchReport(5.5, 9, "T", 600))
+    stopped.inflight[1] = item()
+    v = p.check(stopped, now=6.0)
+    assert v.kind == "lost" and v.kill and "reports the process stopped" in v.reason
+    stale = worker(host="elsewhere", watch=WatchReport(0.5, 9, "R", 600))  # host silent too
+    stale.inflight[1] = item()
+    v = p.check(stale, now=6.0)
+    assert v.kind == "lost" and "nor a word from its watcher" in v.reason
+    unknown = worker(host="elsewhere", watch=WatchReport(5.5, 9, "?", 0))  # no /proc there
+    unknown.inflight[1] = item()
+    assert p.check(unknown, now=6.0).kind == "lost"
+
+
 def test_remote_idle_worker_is_not_lost_for_silence():
     assert policy(heartbeat_timeout=5).check(worker(host="elsewhere"), now=60.0) is None
 
