@@ -63,6 +63,8 @@ def test_worker_killed_on_another_host_ulfm(hosts, tmp_path):
 def test_worker_stopped_on_another_host_heartbeat(hosts, tmp_path):
     run = run_fault(hosts, tmp_path, "stop")
     assert "no heartbeat" in run.value("VICTIM_DEATH"), run
+    # the watcher beside it (on h2, over UDP to h0) told stopped from busy
+    assert "watcher reports the process stopped" in run.value("VICTIM_DEATH"), run
     # silent for HEARTBEAT seconds since it was last heard, which may be up to one
     # heartbeat interval (HEARTBEAT/4) before the fault
     assert HEARTBEAT * 0.75 <= float(run.value("DETECT")) < HEARTBEAT + 3, run
@@ -72,6 +74,24 @@ def test_worker_stopped_on_another_host_heartbeat(hosts, tmp_path):
 def test_network_to_a_host_cut_then_restored(hosts, tmp_path):
     run = run_fault(hosts, tmp_path, "netcut")
     assert "no heartbeat" in run.value("VICTIM_DEATH"), run
+    assert "nor a word from its watcher" in run.value("VICTIM_DEATH"), run
     assert HEARTBEAT * 0.75 <= float(run.value("DOWN")) < HEARTBEAT + 3, run
     # tasks of h2 went to others; h2's workers took none after the cut
     assert int(run.value("LOST")) in (1, 2), run
+
+
+def test_tasks_holding_the_gil_on_another_host_are_not_lost(hosts, tmp_path):
+    """Issue 9.12 across hosts: 4 ranks on h1 and h2 each run a task that holds Python's
+    lock for 3 s with a 1 s heartbeat timeout; the watchers (UDP from h1/h2 to h0) say
+    they are running, so no worker is lost and every result comes once."""
+    argv = [sys.executable, "-m", "mpidispatch", "--ft", "-n", "5", "--host", HOSTLIST,
+            hosts.scenario("faults.py"), "gil", "8", "noft"]
+    env = {"MULTIHOST_AGENT": hosts.agent, "MPIDISPATCH_HEARTBEAT_TIMEOUT": "1",
+           "HOLD": "3", "MPIDISPATCH_LAUNCHER_GRACE": "2"}
+    run = hosts.run("h0", argv, tmp_path, timeout=60, env=env)
+    assert run.returncode == 0, run
+    assert run.value("EXACTLY_ONCE") == "True", run
+    assert run.value("LOST") == "0", run
+    assert {host for _, host in json.loads(run.value("RESULTS"))} == {"h1", "h2"}, run
+    assert "its process is running" in run.stderr, run
+    assert hosts.leftovers() == [], run

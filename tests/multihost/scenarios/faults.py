@@ -3,7 +3,8 @@
 MODE: ``kill`` (SIGKILL a busy worker on the victim host), ``stop`` (SIGSTOP it: only the
 heartbeat can find it), ``nodeloss`` (SIGKILL every process on the victim host), ``netcut``
 (take the victim host's network down until the manager has
-given up on its busy workers, then bring it back). The victim host is $VICTIM_HOST (default
+given up on its busy workers, then bring it back), ``gil`` (no fault: every task holds
+Python's lock for $HOLD seconds, longer than the heartbeat timeout). The victim host is $VICTIM_HOST (default
 h2); the fault is injected once a quarter of the results are in, on a worker that holds tasks,
 through the rig's fake ssh ($MULTIHOST_AGENT) or ``ip -n HOST`` for the network.
 $SPAWN_HOSTS (e.g. "h1 h2 h2"): spawn one LocalWorker per host name instead of using a world;
@@ -33,6 +34,16 @@ class Where:
 
     def __call__(self):
         time.sleep(0.05)
+        return self.i, socket.gethostname()
+
+
+class HoldsTheLock(Where):
+    """``gil`` mode: one C call that keeps Python's lock (ctypes.PyDLL) for $HOLD seconds,
+    longer than the heartbeat timeout: the worker's heartbeat thread starves."""
+
+    def __call__(self):
+        import ctypes
+        ctypes.PyDLL(None).sleep(int(os.environ["HOLD"]))
         return self.i, socket.gethostname()
 
 
@@ -107,8 +118,9 @@ def inject():
 
 
 for i in range(N):
-    c.add_task(Where(i))
-threading.Thread(target=inject, daemon=True).start()
+    c.add_task(HoldsTheLock(i) if MODE == "gil" else Where(i))
+if MODE != "gil":
+    threading.Thread(target=inject, daemon=True).start()
 errors = []
 it = c.get_results_unordered()
 while True:
