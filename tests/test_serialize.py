@@ -124,3 +124,89 @@ def test_unpicklable_objects_raise():
     import threading
     with pytest.raises(TypeError):
         _serialize.dumps({"lock": threading.Lock()})
+
+
+# ------------------------------------------- the script's objects: by value, bytes reused
+SCRIPT = '''
+import math
+SCALE = 3
+ITEMS = [1, 2]
+
+def helper(x):
+    return x * SCALE
+
+def work(x):
+    return helper(x) + math.floor(0.5)
+
+def reads_a_list(x):
+    return x + sum(ITEMS)
+
+class Task:
+    offset = 10
+    def __init__(self, i):
+        self.i = i
+    def __call__(self):
+        return self.i + self.offset
+'''
+
+
+def script_namespace():
+    """Functions and a class as a script defines them (module ``__main__``)."""
+    ns = {"__name__": "__main__"}
+    exec(SCRIPT, ns)
+    return ns
+
+
+def round_trip(obj):
+    data, buffers = _serialize.dumps(obj)
+    return _serialize.loads(data, buffers)
+
+
+def test_a_script_function_is_pickled_once_and_reused():
+    ns = script_namespace()
+    cache = _serialize.SCRIPT_CACHE
+    hits, misses = cache.hits, cache.misses
+    results = [round_trip(functools.partial(ns["work"], i))() for i in range(5)]
+    assert results == [0, 3, 6, 9, 12]
+    # work and the helper it calls by value: cloudpickled once, then reused
+    assert cache.misses - misses == 1 and cache.hits - hits == 4
+
+
+def test_a_rebound_global_is_seen_by_the_next_task():
+    ns = script_namespace()
+    assert round_trip(functools.partial(ns["work"], 2))() == 6
+    ns["SCALE"] = 5                       # a global the nested helper reads
+    assert round_trip(functools.partial(ns["work"], 2))() == 10
+    ns["helper"] = lambda x: -x           # the helper itself replaced
+    assert round_trip(functools.partial(ns["work"], 2))() == -2
+
+
+def test_a_function_reading_a_mutable_global_is_pickled_afresh_each_time():
+    ns = script_namespace()
+    assert round_trip(functools.partial(ns["reads_a_list"], 0))() == 3
+    ns["ITEMS"].append(4)                 # changed in place: no new object to compare
+    assert round_trip(functools.partial(ns["reads_a_list"], 0))() == 7
+    assert ns["reads_a_list"] not in _serialize.SCRIPT_CACHE.entries
+
+
+def test_script_class_instances_reuse_the_class_bytes_and_see_attribute_changes():
+    ns = script_namespace()
+    cache = _serialize.SCRIPT_CACHE
+    misses = cache.misses
+    # (all dumped before any is loaded, as on a worker: cloudpickle loading a class in the
+    # process that pickled it sets the loaded methods on the original class)
+    sent = [_serialize.dumps(ns["Task"](i)) for i in range(3)]
+    assert cache.misses - misses == 1
+    assert [_serialize.loads(data, bufs)() for data, bufs in sent] == [10, 11, 12]
+    ns["Task"].offset = 100
+    assert round_trip(ns["Task"](1))() == 101
+
+
+def test_a_closure_over_a_mutable_cell_still_goes_by_value_each_time():
+    ns = script_namespace()
+    box = [1]
+    exec("def make(box):\n    return lambda: box[0]\n", ns)
+    fn = ns["make"](box)
+    assert round_trip(fn)() == 1
+    box[0] = 2
+    assert round_trip(fn)() == 2

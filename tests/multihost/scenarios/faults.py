@@ -4,9 +4,10 @@ MODE: ``kill`` (SIGKILL a busy worker on the victim host), ``stop`` (SIGSTOP it:
 heartbeat can find it), ``nodeloss`` (SIGKILL every process on the victim host), ``netcut``
 (take the victim host's network down until the manager has
 given up on its busy workers, then bring it back), ``gil`` (no fault: every task holds
-Python's lock for $HOLD seconds, longer than the heartbeat timeout). The victim host is $VICTIM_HOST (default
-h2); the fault is injected once a quarter of the results are in, on a worker that holds tasks,
-through the rig's fake ssh ($MULTIHOST_AGENT) or ``ip -n HOST`` for the network.
+Python's lock for $HOLD seconds, longer than the heartbeat timeout). The victim host is
+$VICTIM_HOST (default h2); the fault is injected once a quarter of the results are in, on a
+worker that holds tasks, through the rig's fake ssh ($MULTIHOST_AGENT) or ``ip -n HOST`` for
+the network.
 $SPAWN_HOSTS (e.g. "h1 h2 h2"): spawn one LocalWorker per host name instead of using a world;
 $HOST_ARRAY (e.g. "h1:2,h2:2"): a HostWorkerArray, launched with the fake ssh.
 Prints KEY value lines: EXACTLY_ONCE, RESULTS (JSON [task, host]), LOST, DETECT seconds from
