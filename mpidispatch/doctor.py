@@ -44,7 +44,8 @@ class Check:
 
     def line(self, marks: Dict[str, str]) -> str:
         text = "%s %s: %s" % (marks[self.status], self.name, self.detail)
-        return text + (" \u2014 fix: %s" % self.fix if self.fix else "")
+        dash = "--" if marks is _ASCII_MARKS else "\u2014"
+        return text + (" %s fix: %s" % (dash, self.fix) if self.fix else "")
 
 
 # ---------------------------------------------------------------------------- mpiexec
@@ -352,7 +353,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     marks = _MARKS if _can_print(_MARKS[OK] + _MARKS[FAIL]) else _ASCII_MARKS
     results = run_checks(args.nprocs, args.scheduler, args.spawn,
-                         emit=lambda c: print(c.line(marks), flush=True))
+                         emit=lambda c: _print(c.line(marks)))
     failed = [c for c in results if c.status == FAIL]
     if failed:
         print("%d problem(s) would stop a run: %s" % (len(failed),
@@ -374,6 +375,14 @@ def _version(dist: str) -> str:
 def _own_version() -> str:
     from . import __version__
     return __version__
+
+
+def _print(text: str) -> None:
+    """Print a line that may quote other programs' output, on any terminal encoding."""
+    if not _can_print(text):
+        encoding = sys.stdout.encoding or "ascii"
+        text = text.encode(encoding, "replace").decode(encoding)
+    print(text, flush=True)
 
 
 def _can_print(text: str) -> bool:
