@@ -49,15 +49,23 @@ class Backoff:
     the process sleeps, from ``start`` seconds doubling up to ``cap``. The spin window must
     be longer than a round trip: two peers that both back off by count alone fall into a
     convoy where every message waits for a full sleep.
+
+    ``idle_share`` (the manager's): after a long idleness the cap rises to this share of the
+    time idle so far, at most ``long_cap``. A reply that comes after 10 s of waiting is then
+    noticed at most ``idle_share`` later, and a manager polling 128 workers busy with long
+    tasks (each poll tests 128 receives) wakes far less often.
     """
 
-    __slots__ = ("spin", "start", "cap", "_idle_since", "_delay")
+    __slots__ = ("spin", "start", "cap", "idle_share", "long_cap", "_idle_since", "_delay")
 
     def __init__(self, spin: Optional[float] = None, start: float = 1e-4,
-                 cap: Optional[float] = None) -> None:
+                 cap: Optional[float] = None, idle_share: float = 0.0,
+                 long_cap: float = 0.0) -> None:
         self.spin = env_float("BACKOFF_SPIN", 0.02) if spin is None else spin
         self.start = start
         self.cap = env_float("BACKOFF_MAX", 0.01) if cap is None else cap
+        self.idle_share = idle_share
+        self.long_cap = long_cap
         self._idle_since = 0.0
         self._delay = start
 
@@ -75,7 +83,10 @@ class Backoff:
             os.sched_yield()
             return
         time.sleep(self._delay)
-        self._delay = min(self._delay * 2, self.cap)
+        cap = self.cap
+        if self.idle_share:
+            cap = max(cap, min(self.long_cap, (now - self._idle_since) * self.idle_share))
+        self._delay = min(self._delay * 2, cap)
 
 
 def hostname() -> str:

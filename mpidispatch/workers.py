@@ -84,6 +84,7 @@ class Worker:
         self.inbox: deque = deque()       # message passing: data from this worker
         self.errors: deque = deque()      # message passing: errors from run_cmd
         self.busy_since = 0.0
+        self.solo: Optional[int] = None   # work id sent while it was idle (engine: _depth)
         self.last_heard = 0.0
         self.watch: Any = None            # the latest _watch.WatchReport (heartbeat workers)
         self.quiet_noted: Optional[float] = None  # last_heard when its silence was logged

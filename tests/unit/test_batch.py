@@ -312,3 +312,18 @@ def test_batches_of_mixed_sizes_keep_every_bound_and_send_each_task_once():
             assert tag == Tag.TASK
             sent.append(message[0])
     assert sent == [i.work_id for i in queued] and len(w.inflight) == 2000
+
+
+# -- how many tasks a worker holds ---------------------------------------------------------
+@pytest.mark.parametrize("mean_task,mean_wait,queued,expect", [
+    (1e-4, 0.0, 100, 2),      # short tasks: prefetch
+    (0.05, 1e-4, 100, 1),     # long tasks, a quick round trip: one at a time (placement)
+    (0.05, 0.04, 100, 2),     # long tasks, workers wait 80% of a task: prefetch
+    (0.05, 0.04, 3, 1),       # ... but not at the end of the queue (spread the last tasks)
+])
+def test_depth_follows_task_time_and_the_measured_wait(mean_task, mean_wait, queued, expect):
+    e = engine(mean=mean_task)
+    e._mean_wait = mean_wait
+    e.ready = [worker() for _ in range(4)]
+    e.queue.extend(range(queued))
+    assert e._depth() == expect
