@@ -92,7 +92,10 @@ class SpawnGroup:
                 comm = MPI.COMM_SELF.Spawn_multiple(commands, argvs, [1] * len(commands),
                                                     infos)
                 comm.Set_errhandler(MPI.ERRORS_RETURN)
-                self._result.append(comm)
+                with self._lock:  # (given up on by every member meanwhile: left, as a
+                    if self._live:  # single worker's late spawn is: no MPI call here)
+                        self.comm = comm
+                    self._result.append(comm)
             except BaseException as exc:  # reported by launched()
                 self._result.append(exc)
             finally:
@@ -108,10 +111,7 @@ class SpawnGroup:
             self._thread.join(wait)
         if not self._result:
             return None
-        outcome = self._result[0]
-        if not isinstance(outcome, BaseException):
-            self.comm = outcome
-        return outcome
+        return self._result[0]
 
     def rank_of(self, worker: "LocalWorker") -> int:
         return next(i for i, w in enumerate(self.members) if w is worker)

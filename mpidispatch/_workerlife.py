@@ -47,7 +47,7 @@ def _start_new(engine: "Engine") -> None:
     together share spawns of up to :func:`._spawngroup.group_size` processes (one spawn
     each cost about 0.2 s, and spawns run one at a time); the others spawn one by one.
     """
-    together: List[Worker] = []
+    together: List[LocalWorker] = []
     size = _spawngroup.group_size()
     for w in engine.workers:
         if w.state != NEW:
@@ -72,8 +72,8 @@ def _start_new(engine: "Engine") -> None:
         return
     for first in range(0, len(together), size):
         chunk = together[first:first + size]
-        for w, exc in _spawngroup.spawn_together(chunk, engine.python):  # type: ignore
-            engine._start_failed(w, exc)
+        for failed, why in _spawngroup.spawn_together(chunk, engine.python):
+            engine._start_failed(failed, why)
 
 
 def _launch_one(engine: "Engine", w: Worker) -> None:
