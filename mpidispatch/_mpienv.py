@@ -86,6 +86,9 @@ def recommended_environment(for_launcher: bool = False) -> Dict[str, str]:
         if not for_launcher and not under_launcher():
             # A singleton manager: ULFM is what lets it survive a spawned worker's death.
             env["OMPI_MCA_mpi_ft_enable"] = "true"
+            # Its runtime (the prte it starts) must not end the other workers of one spawn
+            # when one dies: they are one job (spawn groups, mpidispatch._spawngroup).
+            env["PRTE_MCA_state_base_recoverable"] = "1"
     elif name == "mpich":
         env["HYDRA_LAUNCHER"] = os.environ.get("HYDRA_LAUNCHER", "fork") \
             if "SLURM_JOB_ID" not in os.environ and "PE_HOSTFILE" not in os.environ else ""

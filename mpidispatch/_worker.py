@@ -397,7 +397,14 @@ def spawned_main(argv: Optional[list] = None) -> None:
                  "not by hand")
     parent.Set_errhandler(MPI.ERRORS_RETURN)
     WorkerLoop(parent, 0, args.log).serve()
-    parent.Disconnect()
+    if parent.Get_size() > 1:
+        # One of a spawn group (mpidispatch._spawngroup): disconnect is collective over the
+        # whole group, so only our side is freed. MPI_Finalize waits for the rest of the
+        # group; it runs now, while the manager watchdog thread can still end us.
+        parent.Free()
+        MPI.Finalize()
+    else:
+        parent.Disconnect()
 
 
 if __name__ == "__main__":

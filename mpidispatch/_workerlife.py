@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, List, Optional
 
-from . import _signals
+from . import _signals, _spawngroup
 from ._protocol import Verb, requests_done
 from ._util import Backoff
 from .errors import WorkerStartError
@@ -41,10 +41,14 @@ def cancel_request(req: Any, wait: bool = False) -> None:
 def _start_new(engine: "Engine") -> None:
     """Start every NEW worker at once; each connects in the background.
 
-    ``MPI_Comm_spawn`` runs in a thread per worker (a program that dies before MPI_Init
-    makes it hang forever); the loop polls them, so N broken workers cost one
-    ``start_timeout``, not N, and a worker that exits is noticed from its log at once.
+    ``MPI_Comm_spawn`` runs in a thread (a program that dies before MPI_Init makes it hang
+    forever); the loop polls them, so N broken workers cost one ``start_timeout``, not N,
+    and a worker that exits is noticed from its log at once. Plain local workers that start
+    together share spawns of up to :func:`._spawngroup.group_size` processes (one spawn
+    each cost about 0.2 s, and spawns run one at a time); the others spawn one by one.
     """
+    together: List[LocalWorker] = []
+    size = _spawngroup.group_size()
     for w in engine.workers:
         if w.state != NEW:
             continue
@@ -59,11 +63,25 @@ def _start_new(engine: "Engine") -> None:
                     "cannot write the worker log file %s: %s. Pass output= a writable "
                     "%%d pattern." % (w.log_file, exc), w.command, w.log_file))
                 continue
-        try:
-            w._launch(engine.python, w.log_file)
-            engine._poll_start(w, time.monotonic())
-        except WorkerStartError as exc:
-            engine._start_failed(w, exc)
+        if size > 1 and isinstance(w, LocalWorker) and w.groupable:
+            together.append(w)
+            continue
+        _launch_one(engine, w)
+    if len(together) == 1:
+        _launch_one(engine, together[0])
+        return
+    for first in range(0, len(together), size):
+        chunk = together[first:first + size]
+        for failed, why in _spawngroup.spawn_together(chunk, engine.python):
+            engine._start_failed(failed, why)
+
+
+def _launch_one(engine: "Engine", w: Worker) -> None:
+    try:
+        w._launch(engine.python, w.log_file)
+        engine._poll_start(w, time.monotonic())
+    except WorkerStartError as exc:
+        engine._start_failed(w, exc)
 
 
 def _poll_start(engine: "Engine", w: Worker, now: float) -> None:

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any, Dict, List, Optional
 
-from . import _signals
+from . import _signals, _spawngroup
 from ._mpienv import backend, mpi, under_launcher
 from ._util import env_bool, hostname
 from .errors import WorkerStartError
@@ -179,11 +179,38 @@ class LocalWorker(Worker):
         self.spawn_host = host
         self._thread: Optional[threading.Thread] = None
         self._result: List[Any] = []
+        self._group: Optional["_spawngroup.SpawnGroup"] = None  # spawned with others
 
     def _replacement(self) -> "Worker":
         return type(self)(host=self.spawn_host)
 
     def _launch(self, python: str, log_file: Optional[str]) -> None:
+        executable, args = self._command_line(python, log_file)
+        MPI = mpi()
+        info = _spawngroup.info_for(self.spawn_host)
+        for key, value in self._spawn_info().items():
+            info.Set(key, value)
+
+        def spawn() -> None:
+            spawn_slot.acquire(self)
+            try:
+                if self.state != STARTING:
+                    return  # given up on (or stopped) while waiting for the slot
+                self.start_time = time.monotonic()  # the start timeout counts from here
+                comm = MPI.COMM_SELF.Spawn(executable, args, maxprocs=1, info=info)
+                comm.Set_errhandler(MPI.ERRORS_RETURN)
+                self._result.append(comm)
+            except BaseException as exc:  # reported by _launched
+                self._result.append(exc)
+            finally:
+                spawn_slot.release(self)
+
+        self._thread = threading.Thread(target=spawn, name="mpidispatch-spawn", daemon=True)
+        self._thread.start()
+
+    def _command_line(self, python: str, log_file: Optional[str]) -> tuple:
+        """(executable, args) that start this worker, after the checks that refuse a
+        command or host that cannot work; sets ``command`` and ``records_exit_status``."""
         words = shlex.split(python)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         bootstrap = ("import sys; sys.path.insert(0, %r); "
@@ -203,34 +230,16 @@ class LocalWorker(Worker):
                   '>> %s; ' % (quoted, quoted)) if log_file else ""
         self.records_exit_status = bool(log_file)
         args = ["-c", _signals.WORKER_WRAPPER % {"record": record}, words[0]] + args
-        executable = "/bin/sh"
-        MPI = mpi()
-        info = MPI.Info.Create()
-        if self.spawn_host:
-            info.Set("host", self.spawn_host)
-        if backend() == "openmpi":
-            info.Set("map_by", ":OVERSUBSCRIBE")
-        for key, value in self._spawn_info().items():
-            info.Set(key, value)
-
-        def spawn() -> None:
-            spawn_slot.acquire(self)
-            try:
-                if self.state != STARTING:
-                    return  # given up on (or stopped) while waiting for the slot
-                self.start_time = time.monotonic()  # the start timeout counts from here
-                comm = MPI.COMM_SELF.Spawn(executable, args, maxprocs=1, info=info)
-                comm.Set_errhandler(MPI.ERRORS_RETURN)
-                self._result.append(comm)
-            except BaseException as exc:  # reported by _launched
-                self._result.append(exc)
-            finally:
-                spawn_slot.release(self)
-
         _preflight(python, words)
         _check_remote_spawn(self)
-        self._thread = threading.Thread(target=spawn, name="mpidispatch-spawn", daemon=True)
-        self._thread.start()
+        return "/bin/sh", args
+
+    @property
+    def groupable(self) -> bool:
+        """Whether this worker may share one spawn with others (a plain local worker: no
+        host of its own, no spawn info of its own)."""
+        return (self.spawn_host is None
+                and type(self)._spawn_info is LocalWorker._spawn_info)
 
     def _spawn_info(self) -> Dict[str, str]:
         """More MPI info keys for this worker's spawn (subclass hook, e.g. a host list that
@@ -238,20 +247,30 @@ class LocalWorker(Worker):
         return {}
 
     def _launched(self, wait: float = 0.0) -> Optional[tuple]:
-        if not self._result and self._thread is not None:
-            self._thread.join(wait)
-        if not self._result:
-            return None
-        outcome = self._result[0]
+        group = self._group
+        if group is not None:
+            outcome = group.launched(self, wait)
+            if outcome is None:
+                return None
+        else:
+            if not self._result and self._thread is not None:
+                self._thread.join(wait)
+            if not self._result:
+                return None
+            outcome = self._result[0]
         if isinstance(outcome, BaseException):
             raise WorkerStartError(
                 "could not start worker %d: MPI_Comm_spawn failed (%s). Command: %s; log "
                 "file: %s. Check that the python= command exists and can import mpi4py and "
                 "mpidispatch." % (self.index, outcome, self.command, self.log_file),
                 self.command, self.log_file)
-        return outcome, 0
+        return outcome, (group.rank_of(self) if group is not None else 0)
 
     def _release(self) -> None:
+        if self._group is not None:  # a shared communicator: the group frees it
+            self.comm = None
+            self._group.release(self)
+            return
         spawn_slot.give_up(self)  # a spawn that never returns must not block the next
         if self.comm is not None:
             try:
@@ -263,7 +282,12 @@ class LocalWorker(Worker):
     def _disconnect(self, timeout: float) -> bool:
         """Disconnect from a worker that said BYE (collective with the worker, which is
         disconnecting too, so it returns at once). Runs on the engine's thread: MPI called
-        from a second thread while the engine's thread also did crashed Open MPI here."""
+        from a second thread while the engine's thread also did crashed Open MPI here.
+        A worker of a spawn group is released instead (disconnect is collective over the
+        whole group, see :mod:`._spawngroup`)."""
+        if self._group is not None:
+            self._release()
+            return True
         comm, self.comm = self.comm, None
         if comm is not None:
             _quiet_disconnect(comm)
