@@ -95,7 +95,7 @@ def main(argv: List[str], p: Optional[argparse.ArgumentParser] = None) -> int:
                 args.nprocs, [sys.executable, "-m", "mpidispatch", "--output", args.output,
                               args.script, *args.args],
                 args.fault_tolerant, oversubscribe=True, hosts=args.hosts,
-                hostfile=args.hostfile)
+                hostfile=args.hostfile, spawning_manager=True)
         except ValueError as exc:
             p.error(str(exc))
         return launch(cmd, several_hosts=bool(args.hosts or args.hostfile))

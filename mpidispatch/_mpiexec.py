@@ -62,7 +62,7 @@ def fault_tolerance_flags() -> List[str]:
 
 def command(nprocs: int, program: Sequence[str] = (), fault_tolerant: bool = False,
             oversubscribe: bool = False, hosts: Optional[str] = None,
-            hostfile: Optional[str] = None) -> List[str]:
+            hostfile: Optional[str] = None, spawning_manager: bool = False) -> List[str]:
     """``mpiexec [ft flags] -n N [--map-by slot:oversubscribe] [hosts] program...`` for the
     wheel in use.
 
@@ -76,9 +76,12 @@ def command(nprocs: int, program: Sequence[str] = (), fault_tolerant: bool = Fal
             0, the manager, on the first host); the same syntax for both wheels.
         hostfile: a file naming the hosts, in the launcher's own format (Open MPI:
             ``node1 slots=4``; MPICH: ``node1:4``).
+        spawning_manager: the program is a manager that spawns its workers (with
+            ``nprocs == 1``, MPICH then gets ``-disable-auto-cleanup`` even without
+            ``fault_tolerant``; not for worker arrays' helper ranks, which join a manager).
     """
     cmd = [executable()]
-    if fault_tolerant or (nprocs == 1 and _mpienv.backend() == "mpich"):
+    if fault_tolerant or (spawning_manager and nprocs == 1 and _mpienv.backend() == "mpich"):
         # MPICH's hydra ends the whole job when any process it started dies, spawned
         # workers included: a worker killed on purpose (a task over its time limit, a
         # stop on SIGTERM) would take the manager with it. With one rank there is no

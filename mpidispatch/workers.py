@@ -238,8 +238,11 @@ class LocalWorker(Worker):
     def groupable(self) -> bool:
         """Whether this worker may share one spawn with others (a plain local worker: no
         host of its own, no spawn info of its own)."""
+        kind = type(self)
         return (self.spawn_host is None
-                and type(self)._spawn_info is LocalWorker._spawn_info)
+                and kind._spawn_info is LocalWorker._spawn_info
+                and kind._launch is LocalWorker._launch       # not a worker that joins
+                and kind._command_line is LocalWorker._command_line)
 
     def _spawn_info(self) -> Dict[str, str]:
         """More MPI info keys for this worker's spawn (subclass hook, e.g. a host list that

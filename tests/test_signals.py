@@ -387,8 +387,11 @@ def test_mpiexec_command(monkeypatch, backend, ft, over, expect):
     from mpidispatch import _mpienv
     monkeypatch.setattr(_mpienv, "backend", lambda: backend)
     cmd = _mpiexec.command(int(expect[expect.index("-n") + 1]), ["python", "x.py"], ft,
-                           oversubscribe=over)
+                           oversubscribe=over, spawning_manager=True)
     assert cmd[1:] == expect + ["python", "x.py"]
+    # a worker array's helper rank joins a manager: never the switch without ft
+    if not ft:
+        assert "-disable-auto-cleanup" not in _mpiexec.command(1, ["python", "x.py"])
     assert os.path.basename(cmd[0]) == "mpiexec"
 
 
