@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from . import _serialize, _signals
 from ._mpienv import mpi
@@ -88,7 +89,8 @@ class WorkerLoop:
         self.status = MPI.Status()
         self.running = True
         self.hard_stop = False
-        self.watcher: Optional[subprocess.Popen] = None  # reports our state (_watcher)
+        #: (process, its stdin pipe) of the watcher that reports our state (``_watcher``)
+        self.watcher: Optional[Tuple[subprocess.Popen, int]] = None
         #: Answer STOP with BYE (spawned workers, which the manager then disconnects; a
         #: static-world rank's manager is finalizing and would not read it).
         self.say_bye = True
@@ -240,31 +242,37 @@ class WorkerLoop:
 
     def _start_watcher(self, settings: Optional[dict]) -> None:
         """Start the process that reports this worker's state to the manager (``_watcher``),
-        ending the one a previous manager's welcome started. Its key goes on its stdin."""
+        ending the one a previous manager's welcome started.
+
+        Its settings (with the key) are in its stdin pipe before it starts, so that a worker
+        stopped right after the spawn (SIGSTOP) still has a watcher that can say so; the
+        pipe's end of file, when this worker ends or closes it, ends the watcher."""
         old, self.watcher = self.watcher, None
         if old is not None:
-            if old.stdin is not None:
-                old.stdin.close()   # end of file: it ends
+            proc, pipe = old
+            os.close(pipe)          # end of file: it ends
             try:
-                old.wait(5)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
-                old.kill()
+                proc.kill()
         if not settings:
             return
+        read_end, write_end = os.pipe()
         try:
+            os.write(write_end, json.dumps(settings).encode() + b"\n")   # < a pipe's buffer
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.join(os.path.dirname(__file__),
                                                           "_watcher.py")],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True)
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(settings).encode() + b"\n")
-            proc.stdin.flush()
+                stdin=read_end, stdout=subprocess.DEVNULL, close_fds=True)
         except OSError as exc:
+            os.close(write_end)
             print("mpidispatch: could not start the watcher (%s); a task holding Python's "
                   "lock longer than heartbeat_timeout will count as lost" % exc,
                   file=sys.stderr)
             return
-        self.watcher = proc
+        finally:
+            os.close(read_end)
+        self.watcher = (proc, write_end)
 
     def _start_heartbeat(self, interval: float) -> None:
         """Tell a manager on another host, every ``interval`` s, that this worker lives
@@ -340,8 +348,14 @@ class WorkerLoop:
             self.req = None
 
 
+_watched_managers: set = set()
+
+
 def _start_watchdog(manager_pid: int) -> None:
     """End this worker within about a second if its manager (on this host) dies."""
+    if manager_pid in _watched_managers:
+        return
+    _watched_managers.add(manager_pid)
     interval = env_float("WATCHDOG_INTERVAL", 0.5)
 
     def watch() -> None:
@@ -356,6 +370,38 @@ def _start_watchdog(manager_pid: int) -> None:
                 os._exit(EXIT_MANAGER_LOST)
 
     threading.Thread(target=watch, name="mpidispatch-watchdog", daemon=True).start()
+
+
+def _fork_watchdog(manager_pid: int) -> None:
+    """Watch the manager from a child process, forked before MPI starts.
+
+    A thread cannot do it here: MPI_Init holds Python's lock, and a manager killed while it
+    spawned us leaves MPI_Init waiting forever (seen with MPICH), so the thread never ran.
+    The child ends this worker (SIGKILL: nothing else reaches a process stuck in C), then
+    what its tasks started, when the manager is gone; it ends itself when the worker does.
+    """
+    worker = os.getpid()
+    try:
+        child = os.fork()
+    except OSError:
+        _start_watchdog(manager_pid)
+        return
+    if child:
+        _watched_managers.add(manager_pid)   # the welcome's thread watchdog is not needed
+        return
+    try:   # the child: no MPI, no other thread; it must never return into the worker's code
+        interval = env_float("WATCHDOG_INTERVAL", 0.5)
+        while os.getppid() == worker:
+            time.sleep(interval)
+            why = pid_status(manager_pid)
+            if why is not None:
+                sys.stderr.write("mpidispatch worker %d: manager (pid %d) is %s; ending it\n"
+                                 % (worker, manager_pid, why))
+                sys.stderr.flush()
+                os.kill(worker, signal.SIGKILL)
+                os.killpg(worker, signal.SIGKILL)   # its tasks' processes, and this one
+    finally:
+        os._exit(0)
 
 
 _original_fds: list = []
@@ -387,9 +433,14 @@ def spawned_main(argv: Optional[list] = None) -> None:
     """Entry point of a worker started with ``MPI_Comm_spawn``."""
     parser = argparse.ArgumentParser(prog="python -m mpidispatch._worker")
     parser.add_argument("--log", default=None)
+    parser.add_argument("--manager", default=None, help="HOST:PID of the manager")
     args = parser.parse_args(argv)
     redirect_output(args.log)
     _signals.lead_process_group()   # what tasks start ends with this worker
+    if args.manager:   # (after: the watchdog must be in the worker's group, ended with it)
+        host, _, pid = args.manager.rpartition(":")
+        if host == hostname() and pid.isdigit():
+            _fork_watchdog(int(pid))   # from the start: a manager may die before its welcome
     MPI = mpi()
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:

@@ -216,9 +216,11 @@ class LocalWorker(Worker):
         bootstrap = ("import sys; sys.path.insert(0, %r); "
                      "from mpidispatch._worker import spawned_main; spawned_main()"
                      % package_parent)
-        args = words[1:] + ["-c", bootstrap]
+        # who the manager is, so that the worker watches it from its first moment (not from
+        # the manager's welcome: a manager killed in between left its workers running)
+        args = words[1:] + ["-c", bootstrap, "--manager", "%s:%d" % (hostname(), os.getpid())]
         if log_file:
-            args += ["--log", log_file]
+            args += ["--log", log_file]   # last: wrappers may take the log from the end
         self.command = " ".join(shlex.quote(w) for w in words + args)
         # A shell stays between MPI and the worker: it writes the worker's exit status to
         # the log file (so a lost worker is reported with its signal or exit code), and it

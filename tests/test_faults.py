@@ -7,6 +7,7 @@ around the manager, which ``python -m mpidispatch --ft -n 1`` provides.
 """
 import ast
 import os
+import signal
 import time
 
 import pytest
@@ -186,3 +187,20 @@ def test_mpich_singleton_refuses_fault_tolerance_with_advice(mpi_run):
     run = mpi_run("faults.py", "kill_random", "2", "ft")
     assert run.returncode != 0
     assert "python -m mpidispatch --ft -n 1" in run.stderr
+
+
+def test_manager_killed_before_welcoming_its_workers(mpi_run):
+    """Workers watch their manager from their first moment: one killed after the spawn
+    but before its welcome (which used to start the watch) left them running forever."""
+    if BACKEND == "mpich":
+        run = mpi_run("early_death.py", n=1, module=True, ft=True)
+    else:
+        run = mpi_run("early_death.py")
+    pids = [int(p) for p in run.value("WORKER_PIDS").split()]
+    try:
+        assert len(pids) == 2, run
+        assert pids_gone(run, within=10.0), run
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

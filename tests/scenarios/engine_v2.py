@@ -217,7 +217,10 @@ elif MODE == "heartbeat_attr":
     def stop_one():
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            busy = [w for w in list(engine.workers) if w.state == "ready" and w.inflight]
+            # busy, and its watcher heard from (a worker stopped before its watcher runs
+            # is found by the heartbeat alone, without the watcher's word)
+            busy = [w for w in list(engine.workers)
+                    if w.state == "ready" and w.inflight and w.watch is not None]
             if busy:
                 os.kill(busy[0].pid, signal.SIGSTOP)
                 return
