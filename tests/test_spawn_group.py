@@ -9,12 +9,16 @@ from test_faults import pids_gone
 pytestmark = pytest.mark.fault
 
 
+GROUPS = {"MPIDISPATCH_SPAWN_GROUP": "32"}   # opt-in (mpidispatch._spawngroup.group_size)
+
+
 def run_group(mpi_run, *args):
     if BACKEND == "mpich":
         # MPICH's hydra ends every process when one dies unless -disable-auto-cleanup
         # (--ft), whatever the manager's own mode (as in test_faults).
-        return mpi_run("spawn_group.py", *args, n=1, module=True, ft=True, timeout=180)
-    return mpi_run("spawn_group.py", *args, timeout=180)
+        return mpi_run("spawn_group.py", *args, n=1, module=True, ft=True, timeout=180,
+                       env=GROUPS)
+    return mpi_run("spawn_group.py", *args, timeout=180, env=GROUPS)
 
 
 @pytest.mark.parametrize("ft", ["ft", "noft"])
