@@ -351,23 +351,31 @@ class WorkerLoop:
 _watched_managers: set = set()
 
 
+def _wait_for_manager_death(manager_pid: int, worker: int, alive: Any = lambda: True) -> bool:
+    """Poll (every ``MPIDISPATCH_WATCHDOG_INTERVAL`` s) until the manager is gone, saying so
+    in the log; False if ``alive()`` turned false first. Shared by both watchdogs below."""
+    interval = env_float("WATCHDOG_INTERVAL", 0.5)
+    while alive():
+        time.sleep(interval)
+        why = pid_status(manager_pid)
+        if why is not None:
+            sys.stderr.write("mpidispatch worker %d: manager (pid %d) is %s; ending it\n"
+                             % (worker, manager_pid, why))
+            sys.stderr.flush()
+            return True
+    return False
+
+
 def _start_watchdog(manager_pid: int) -> None:
     """End this worker within about a second if its manager (on this host) dies."""
     if manager_pid in _watched_managers:
         return
     _watched_managers.add(manager_pid)
-    interval = env_float("WATCHDOG_INTERVAL", 0.5)
 
     def watch() -> None:
-        while True:
-            time.sleep(interval)
-            why = pid_status(manager_pid)
-            if why is not None:
-                sys.stderr.write("mpidispatch worker %d: manager (pid %d) is %s; exiting\n"
-                                 % (os.getpid(), manager_pid, why))
-                sys.stderr.flush()
-                _signals.end_process_group()
-                os._exit(EXIT_MANAGER_LOST)
+        _wait_for_manager_death(manager_pid, os.getpid())
+        _signals.end_process_group()
+        os._exit(EXIT_MANAGER_LOST)
 
     threading.Thread(target=watch, name="mpidispatch-watchdog", daemon=True).start()
 
@@ -390,16 +398,9 @@ def _fork_watchdog(manager_pid: int) -> None:
         _watched_managers.add(manager_pid)   # the welcome's thread watchdog is not needed
         return
     try:   # the child: no MPI, no other thread; it must never return into the worker's code
-        interval = env_float("WATCHDOG_INTERVAL", 0.5)
-        while os.getppid() == worker:
-            time.sleep(interval)
-            why = pid_status(manager_pid)
-            if why is not None:
-                sys.stderr.write("mpidispatch worker %d: manager (pid %d) is %s; ending it\n"
-                                 % (worker, manager_pid, why))
-                sys.stderr.flush()
-                os.kill(worker, signal.SIGKILL)
-                os.killpg(worker, signal.SIGKILL)   # its tasks' processes, and this one
+        if _wait_for_manager_death(manager_pid, worker, lambda: os.getppid() == worker):
+            os.kill(worker, signal.SIGKILL)
+            os.killpg(worker, signal.SIGKILL)   # its tasks' processes, and this one
     finally:
         os._exit(0)
 
