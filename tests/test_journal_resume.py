@@ -141,7 +141,7 @@ def stop_midway(tmp_path: Path, sig: int, n: int = 40, workers: int = 2) -> None
             if line.startswith("GOT "):
                 got.append(int(line.split()[1]))
         assert len(got) >= n // 3, proc.stderr.read()[-3000:]
-        # Let what arrived be committed, so that only the tasks in flight may run twice.
+        # Let what arrived be committed before the stop.
         wait_for(lambda: done_in_journal(db) >= len(got), 10, "the results to be committed")
         received = done_in_journal(db)
         os.kill(proc.pid, sig)
@@ -152,6 +152,7 @@ def stop_midway(tmp_path: Path, sig: int, n: int = 40, workers: int = 2) -> None
         proc.stderr.close()
     wait_for(lambda: not tagged_processes(tag), 20, "the killed run's processes to end")
     first = executions(marks)
+    committed = done_in_journal(db)      # the journal's writer has ended: this is final
     second = subprocess.run(argv, cwd=str(tmp_path), env=env, capture_output=True, text=True,
                             timeout=120, start_new_session=True)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -161,10 +162,17 @@ def stop_midway(tmp_path: Path, sig: int, n: int = 40, workers: int = 2) -> None
     counts = executions(marks)
     assert set(counts) == set(range(n))
     twice = [i for i, c in counts.items() if c > 1]
-    in_flight = workers * 2                                  # prefetch 2 per worker
-    assert len(twice) <= in_flight, (twice, first)
     assert all(c <= 2 for c in counts.values())
-    assert received >= n // 3
+    # Exactly the tasks that ran in the first run without a committed result run again:
+    # none whose result the journal holds, each of the others once.
+    assert committed >= received >= n // 3
+    assert len(twice) == len(first) - committed, (twice, first, committed)
+    if sig != signal.SIGKILL:
+        # A clean stop commits every result that arrived, so only the tasks the workers
+        # held (prefetch 2 per worker) run again. After a SIGKILL the results of the last
+        # commit interval (0.2 s, about one 0.2 s task per worker) are lost as well: a
+        # bound in time, not in tasks (docs/journal.md), so the count is not checked.
+        assert len(twice) <= workers * 2, (twice, first)
     wait_for(lambda: not tagged_processes(tag), 20, "no process left")
 
 
