@@ -42,11 +42,11 @@ RECOMMENDED_GROUP_SIZE = 32
 
 def group_size() -> int:
     """Most workers started by one spawn (``MPIDISPATCH_SPAWN_GROUP``; default 1, one spawn
-    per worker: opt in with :data:`RECOMMENDED_GROUP_SIZE`). Not the default yet: in one of
-    two full CI-like runs (and once in the run that built it) a whole group of 3
-    fault-tolerant workers failed to start within 3 s, with empty logs; not reproduced in 40
-    runs of that scenario alone. That run was right (replacements), but without fault
-    tolerance it would have had no worker.
+    per worker: opt in with :data:`RECOMMENDED_GROUP_SIZE`). Not the default: with Open MPI,
+    after a second worker of one spawn dies the runtime often ends the rest of that spawn
+    too (measured: 11 of 15 runs of ``tests/scenarios/faults.py kill_random 3 ft`` lost 4
+    workers for 3 kills; 0 of 10 with one spawn per worker). Fault tolerance recovers the
+    tasks, but without it those workers are simply gone.
 
     Open MPI under a launcher needs ``PRTE_MCA_state_base_recoverable=1`` for groups: there
     the runtime's job settings are the launcher's, and without it one dead worker of a spawn

@@ -414,7 +414,9 @@ def exit_status_from_log(log_file: Optional[str], wait: float = 0.5) -> Optional
         found = [line for line in tail.splitlines() if line.startswith(marker)]
         if found:
             code = int(found[-1][len(marker):].strip() or 0)
-            return -(code - 128) if code > 128 else code
+            # The shell reports death by signal n as 128 + n; larger statuses (Open MPI's
+            # runtime ends a process with 195) are the process's own exit status.
+            return -(code - 128) if 128 < code < 128 + signal.NSIG else code
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.02)
