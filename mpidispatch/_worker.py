@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import _serialize, _signals
 from ._mpienv import mpi
@@ -351,7 +351,8 @@ class WorkerLoop:
 _watched_managers: set = set()
 
 
-def _wait_for_manager_death(manager_pid: int, worker: int, alive: Any = lambda: True) -> bool:
+def _wait_for_manager_death(manager_pid: int, worker: int,
+                            alive: Callable[[], bool] = lambda: True) -> bool:
     """Poll (every ``MPIDISPATCH_WATCHDOG_INTERVAL`` s) until the manager is gone, saying so
     in the log; False if ``alive()`` turned false first. Shared by both watchdogs below."""
     interval = env_float("WATCHDOG_INTERVAL", 0.5)

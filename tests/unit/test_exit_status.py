@@ -4,6 +4,7 @@ import signal
 import pytest
 
 from mpidispatch.workers import describe_exit, exit_status_from_log
+from _nompi import no_mpi_initialized  # noqa: F401  (autouse fixture)
 
 MARKER = "mpidispatch: worker process ended with exit status %d\n"
 
