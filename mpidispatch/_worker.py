@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import _serialize, _signals
-from ._mpienv import mpi
+from ._mpienv import backend, mpi
 from ._protocol import (BATCH_ENTRY_MAX, INLINE_MAX, ControlMsg, ErrorKind, SetupMsg, Tag, Verb,
                         batch_fits, control, decode, error_message, pack, pack_error,
                         read_info, send_message, wait_all)
@@ -439,9 +439,13 @@ def spawned_main(argv: Optional[list] = None) -> None:
     args = parser.parse_args(argv)
     redirect_output(args.log)
     _signals.lead_process_group()   # what tasks start ends with this worker
-    if args.manager:   # (after: the watchdog must be in the worker's group, ended with it)
-        host, _, pid = args.manager.rpartition(":")
-        if host == hostname() and pid.isdigit():
+    # MPICH only: there a manager killed before its welcome left workers in MPI_Init
+    # forever. Open MPI's runtime ends them itself, and a process forked there before
+    # MPI_Init made about 1 in 8 spawns fail or crash the manager in MPI_Comm_spawn on a
+    # busy machine (measured), so Open MPI workers start their watch at the welcome.
+    if args.manager and backend() == "mpich":
+        host, _, pid = args.manager.rpartition(":")   # (after lead_process_group: the
+        if host == hostname() and pid.isdigit():      # watchdog is ended with the group)
             _fork_watchdog(int(pid))   # from the start: a manager may die before its welcome
     MPI = mpi()
     parent = MPI.Comm.Get_parent()
