@@ -29,7 +29,7 @@ import time
 from types import TracebackType
 from typing import List, Optional
 
-from . import _mpiexec, _signals
+from . import _mpienv, _mpiexec, _signals
 from ._util import env_float, hostname
 
 #: The launcher's private directory (mode 0700), in the environment of everything it starts:
@@ -113,6 +113,9 @@ def launch(cmd: List[str], several_hosts: bool = False) -> int:
             # MPICH: the one-machine default (fork) would start every rank on this host.
             env.pop("HYDRA_LAUNCHER", None)
         env[RUN_DIR_VAR] = run_dir
+        if _mpienv.backend() == "openmpi":
+            # mpirun's session files: in a directory no killed run can have left files in
+            env.setdefault(_mpienv.SESSION_BASE_VAR, run_dir)
         env[_signals.LAUNCHER_VAR] = "%s:%d" % (hostname(), os.getpid())
         return _Supervisor(cmd, env, run_dir).run()
     finally:

