@@ -53,9 +53,15 @@ class Run:
             self.returncode, self.seconds, self.stdout[-3000:], self.stderr[-3000:])
 
 
-def _environment(extra: Optional[Dict[str, str]]) -> Dict[str, str]:
+def _environment(extra: Optional[Dict[str, str]], cmd: Optional[List[str]] = None,
+                 cwd: Optional[Path] = None) -> Dict[str, str]:
     env = _mpiexec.environment(pythonpath=[str(ROOT)])
     env.setdefault("MPIDISPATCH_START_TIMEOUT", "30")
+    if BACKEND == "openmpi" and cmd and cwd and os.path.basename(cmd[0]) in ("mpiexec", "mpirun"):
+        # A test's own mpiexec, as a user types it: what the docs advise, a session directory
+        # of its own, so that a killed run's $TMPDIR/ompi.<pid> cannot break it (see
+        # test_session_dirs.py; mpidispatch does this for the runtimes it starts itself).
+        env.setdefault(_mpienv.SESSION_BASE_VAR, str(cwd / ".mpi-session"))
     if extra:
         env.update(extra)
     return env
@@ -65,7 +71,7 @@ def run_program(cmd: List[str], cwd: Path, timeout: float = 90,
                 env: Optional[Dict[str, str]] = None) -> Run:
     """Run ``cmd`` in its own session; on timeout kill the whole group and fail."""
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=str(cwd), env=_environment(env), text=True,
+    proc = subprocess.Popen(cmd, cwd=str(cwd), env=_environment(env, cmd, cwd), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -56,7 +56,8 @@ class TaggedRun:
         extra.update(env or {})
         self.out = open(tmp_path / "stdout", "w+")
         self.err = open(tmp_path / "stderr", "w+")
-        self.proc = subprocess.Popen(cmd, cwd=str(tmp_path), env=_environment(extra),
+        self.proc = subprocess.Popen(cmd, cwd=str(tmp_path),
+                                     env=_environment(extra, cmd, tmp_path),
                                      stdin=subprocess.DEVNULL, stdout=self.out,
                                      stderr=self.err, start_new_session=True)
 
