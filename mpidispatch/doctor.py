@@ -256,6 +256,57 @@ def check_shm(path: str = "/dev/shm", minimum_mib: int = 256) -> List[Check]:
     return [Check(OK, "shared memory", "%s %d MiB, %d free" % (path, size, free))]
 
 
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_stale_sessions(directory: Optional[str] = None, shown: int = 3) -> List[Check]:
+    """Session directories that killed Open MPI runs left in ``$TMPDIR``.
+
+    Open MPI's runtime keeps its files in ``ompi.<pid>`` / ``prte.<pid>`` and does not remove
+    them when killed; a later runtime given the same PID fails at once ("The PMIx server's
+    listener thread failed to start"). mpidispatch's own launches use a directory of their
+    own (:func:`._mpienv.private_session_base`); an ``mpiexec`` typed by hand does not.
+    """
+    if _mpienv.installed_backends() != ["openmpi"]:
+        return []
+    directory = directory or tempfile.gettempdir()
+    stale = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    for name in names:
+        runtime, _, pid = name.partition(".")
+        if runtime not in ("ompi", "prte") or not pid.isdigit():
+            continue
+        path = os.path.join(directory, name)
+        try:
+            mine = os.stat(path).st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and not _pid_running(int(pid)):
+            stale.append(path)
+    if not stale:
+        return [Check(OK, "Open MPI sessions", "no stale session directory of yours in %s"
+                      % directory)]
+    listed = " ".join(stale[:shown]) + (" and %d more" % (len(stale) - shown)
+                                        if len(stale) > shown else "")
+    return [Check(WARN, "Open MPI sessions", "%d %s left by killed Open MPI runs "
+                  "(%s): runs mpidispatch starts do not use them, but an mpiexec typed by "
+                  "hand that gets one of those PIDs stops with \"The PMIx server's listener "
+                  "thread failed to start\"" % (len(stale), "directory" if len(stale) == 1
+                                                 else "directories", listed),
+                  "when no Open MPI run of yours is running on this host: rm -rf %s/ompi.* "
+                  "%s/prte.*" % (directory, directory))]
+
+
 _SCHEDULERS = {
     "slurm": ("Slurm", ["sbatch", "scontrol", "scancel", "sinfo"], ["sinfo", "-h", "-o", "%P"],
               "module load slurm"),
@@ -327,6 +378,7 @@ def run_checks(nprocs: Optional[int] = None, scheduler: Optional[str] = None,
     if spawn:
         steps.append(check_mpi_start)
     steps += [check_root, lambda: check_cores(nprocs), check_hostname, check_shm,
+              check_stale_sessions,
               lambda: check_scheduler("slurm", scheduler == "slurm"),
               lambda: check_scheduler("sge", scheduler == "sge"), check_environment]
     results = []

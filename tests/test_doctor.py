@@ -156,3 +156,25 @@ def test_scheduler_commands_absent(path_without_schedulers):
     assert "\u2717 Slurm: sbatch, scontrol, scancel, sinfo not on PATH" in proc.stdout
     assert "fix: on the cluster's login node: module load slurm" in proc.stdout
     assert "1 problem(s) would stop a run: Slurm" in proc.stdout
+
+
+@pytest.mark.skipif(BACKEND != "openmpi", reason="Open MPI's runtime leaves session directories")
+def test_stale_open_mpi_sessions_are_named_with_the_fix(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / ("ompi.%d" % gone.pid)).mkdir()           # left by a killed mpirun
+    (tmp_path / ("prte.%d" % os.getpid())).mkdir()         # a live process: not stale
+    (tmp_path / "ompi.notapid").mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = doctor(sys.executable, "--no-spawn", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = [x for x in proc.stdout.splitlines() if "Open MPI sessions" in x]
+    assert len(line) == 1, proc.stdout
+    assert line[0].startswith("! Open MPI sessions: 1 directory left by killed"), line
+    assert str(tmp_path / ("ompi.%d" % gone.pid)) in line[0]
+    assert "prte.%d" % os.getpid() not in line[0] and "notapid" not in line[0]
+    assert "rm -rf %s/ompi.* %s/prte.*" % (tmp_path, tmp_path) in line[0]
+    (tmp_path / ("ompi.%d" % gone.pid)).rmdir()
+    proc = doctor(sys.executable, "--no-spawn", env=env)
+    assert "\u2713 Open MPI sessions: no stale session directory of yours in %s" % tmp_path \
+        in proc.stdout, proc.stdout
