@@ -142,7 +142,10 @@ def prepare_environment() -> None:
     for key, value in recommended_environment().items():
         os.environ.setdefault(key, value)
     if name == "openmpi" and not under_launcher() and SESSION_BASE_VAR not in os.environ:
-        os.environ[SESSION_BASE_VAR] = private_session_base()
+        try:
+            os.environ[SESSION_BASE_VAR] = private_session_base()
+        except OSError:     # an unwritable $TMPDIR: leave it to Open MPI, whose error names it
+            pass
 
 
 def mpi() -> ModuleType:
