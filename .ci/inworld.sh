@@ -35,14 +35,19 @@ print(" ".join("%s=%s" % (k, shlex.quote(v)) for k, v in env.items() if k not in
       " ".join(shlex.quote(w) for w in mpiexec_command(int(sys.argv[1]))))
 PY
 ) || { rc=1; continue; }
+  # Open MPI's session files in a directory of this run's own: a killed run's
+  # $TMPDIR/ompi.<pid> would fail an mpiexec given that PID (tests/test_session_dirs.py).
+  session=$(mktemp -d -t mpidispatch-inworld.XXXXXX) || { rc=1; continue; }
   # setsid: the run is a session of its own (its id is $pid), so that whatever it leaves
   # (a hung rank, a launcher daemon in another process group) can be found and killed.
-  eval "setsid timeout -k 10 $LIMIT env PATH=\"$PWD/$venv/bin:\$PATH\" $launch \
+  eval "setsid timeout -k 10 $LIMIT env PATH=\"$PWD/$venv/bin:\$PATH\" \
+    PRTE_MCA_prte_local_tmpdir_base=\"\${PRTE_MCA_prte_local_tmpdir_base:-$session}\" $launch \
     \"$PWD/$venv/bin/python\" -m pytest --with-mpi -q tests/mpi \
     examples/test_example_user.py \"\$@\"" &
   pid=$!
   wait "$pid"; status=$?
   pkill -KILL -s "$pid" 2>/dev/null  # anything left in the run's session
+  rm -rf "$session"
   [ "$status" = 124 ] && echo "inworld: $backend run exceeded ${LIMIT}s (a hang); killed"
   echo "=== $backend: exit status $status"
   [ "$status" = 0 ] || rc=1

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from conftest import BACKEND, ROOT, Run, run_program
+from mpidispatch import _mpienv
 
 HOSTS_SH = ROOT / ".ci" / "hosts.sh"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -106,7 +107,18 @@ class Cluster:
     def run(self, host: str, argv: List[str], cwd: Path, timeout: float = 30,
             env: Optional[Dict[str, str]] = None) -> Run:
         """Run ``argv`` on ``host`` to its end (bounded by ``timeout``: a hang fails)."""
-        return run_program(self.command(host, argv), cwd, timeout=timeout, env=self.env(env))
+        return run_program(self.command(host, argv), cwd, timeout=timeout,
+                           env=self.env(self._session(argv, cwd, env)))
+
+    @staticmethod
+    def _session(argv: List[str], cwd: Path,
+                 env: Optional[Dict[str, str]]) -> Optional[Dict[str, str]]:
+        """``env`` plus, for a test's own Open MPI ``mpiexec``, a session directory of its
+        own (as tests/conftest.py gives one on one host; PRTE hands it to the daemons on the
+        other hosts), so that a killed run's ``ompi.<pid>`` / ``prte.<pid>`` cannot fail it."""
+        if BACKEND != "openmpi" or os.path.basename(argv[0]) not in ("mpiexec", "mpirun"):
+            return env
+        return {_mpienv.SESSION_BASE_VAR: str(cwd / ".mpi-session"), **(env or {})}
 
     def popen(self, host: str, argv: List[str], cwd: Path,
               env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
@@ -114,7 +126,8 @@ class Cluster:
         fixture kills whatever is left of it after the test."""
         from conftest import _environment
         return subprocess.Popen(self.command(host, argv), cwd=str(cwd),
-                                env=_environment(self.env(env)), text=True,
+                                env=_environment(self.env(self._session(argv, cwd, env))),
+                                text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
