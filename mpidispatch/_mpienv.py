@@ -106,29 +106,26 @@ def recommended_environment(for_launcher: bool = False) -> Dict[str, str]:
 SESSION_BASE_VAR = "PRTE_MCA_prte_local_tmpdir_base"
 
 
-def private_session_base(owner_removes_at_exit: bool = True) -> str:
-    """A new directory for Open MPI's runtime to keep its session files in.
+def private_session_base() -> str:
+    """A new directory for Open MPI's runtime to keep its session files in, removed when
+    this process exits.
 
     Open MPI's runtime puts its rendezvous files in ``$TMPDIR/ompi.<pid>`` (``mpirun``) or
     ``$TMPDIR/prte.<pid>`` (the ``prte`` a singleton starts for ``MPI_Comm_spawn``), creating
     them exclusively, and leaves them behind when it is killed. A later runtime that is
     given the same PID finds them and stops with "The PMIx server's listener thread failed to
     start" (exit 213), which a busy machine reaches within hours. A directory of our own, new
-    for every run, cannot hold a stale entry.
-
-    Args:
-        owner_removes_at_exit: remove the directory (and what a killed runtime left in it)
-            when this process exits. Python's exit hooks run before ``MPI_Finalize``; the
-            runtime keeps working without its files, which only serve new connections.
+    for every run, cannot hold a stale entry. Python's exit hooks run before
+    ``MPI_Finalize``; the runtime keeps working without its files, which only serve new
+    connections.
     """
     base = tempfile.mkdtemp(prefix="mpidispatch-session-")
-    if owner_removes_at_exit:
-        owner = os.getpid()
+    owner = os.getpid()
 
-        def remove() -> None:
-            if os.getpid() == owner:        # not in a forked child
-                shutil.rmtree(base, ignore_errors=True)
-        atexit.register(remove)
+    def remove() -> None:
+        if os.getpid() == owner:        # not in a forked child
+            shutil.rmtree(base, ignore_errors=True)
+    atexit.register(remove)
     return base
 
 

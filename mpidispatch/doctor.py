@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from . import _mpienv, _mpiexec
+from ._util import pid_status
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 _MARKS = {OK: "\u2713", WARN: "!", FAIL: "\u2717", INFO: "-"}
@@ -256,16 +257,6 @@ def check_shm(path: str = "/dev/shm", minimum_mib: int = 256) -> List[Check]:
     return [Check(OK, "shared memory", "%s %d MiB, %d free" % (path, size, free))]
 
 
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def check_stale_sessions(directory: Optional[str] = None, shown: int = 3) -> List[Check]:
     """Session directories that killed Open MPI runs left in ``$TMPDIR``.
 
@@ -291,7 +282,7 @@ def check_stale_sessions(directory: Optional[str] = None, shown: int = 3) -> Lis
             mine = os.stat(path).st_uid == os.getuid()
         except OSError:
             continue
-        if mine and not _pid_running(int(pid)):
+        if mine and pid_status(int(pid)) is not None:     # gone, or a zombie
             stale.append(path)
     if not stale:
         return [Check(OK, "Open MPI sessions", "no stale session directory of yours in %s"

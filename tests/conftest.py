@@ -53,15 +53,21 @@ class Run:
             self.returncode, self.seconds, self.stdout[-3000:], self.stderr[-3000:])
 
 
+def session_env(cmd: Optional[List[str]], cwd: Optional[Path]) -> Dict[str, str]:
+    """For a test's own Open MPI ``mpiexec`` (as a user types it), what the docs advise: a
+    session directory of its own, so that a killed run's ``$TMPDIR/ompi.<pid>`` cannot break
+    it (test_session_dirs.py; mpidispatch does this for the runtimes it starts itself)."""
+    if BACKEND == "openmpi" and cmd and cwd and os.path.basename(cmd[0]) in ("mpiexec", "mpirun"):
+        return {_mpienv.SESSION_BASE_VAR: str(cwd / ".mpi-session")}
+    return {}
+
+
 def _environment(extra: Optional[Dict[str, str]], cmd: Optional[List[str]] = None,
                  cwd: Optional[Path] = None) -> Dict[str, str]:
     env = _mpiexec.environment(pythonpath=[str(ROOT)])
     env.setdefault("MPIDISPATCH_START_TIMEOUT", "30")
-    if BACKEND == "openmpi" and cmd and cwd and os.path.basename(cmd[0]) in ("mpiexec", "mpirun"):
-        # A test's own mpiexec, as a user types it: what the docs advise, a session directory
-        # of its own, so that a killed run's $TMPDIR/ompi.<pid> cannot break it (see
-        # test_session_dirs.py; mpidispatch does this for the runtimes it starts itself).
-        env.setdefault(_mpienv.SESSION_BASE_VAR, str(cwd / ".mpi-session"))
+    for key, value in session_env(cmd, cwd).items():
+        env.setdefault(key, value)
     if extra:
         env.update(extra)
     return env

@@ -20,8 +20,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from conftest import BACKEND, ROOT, Run, run_program
-from mpidispatch import _mpienv
+from conftest import BACKEND, ROOT, Run, run_program, session_env
 
 HOSTS_SH = ROOT / ".ci" / "hosts.sh"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -113,12 +112,10 @@ class Cluster:
     @staticmethod
     def _session(argv: List[str], cwd: Path,
                  env: Optional[Dict[str, str]]) -> Optional[Dict[str, str]]:
-        """``env`` plus, for a test's own Open MPI ``mpiexec``, a session directory of its
-        own (as tests/conftest.py gives one on one host; PRTE hands it to the daemons on the
-        other hosts), so that a killed run's ``ompi.<pid>`` / ``prte.<pid>`` cannot fail it."""
-        if BACKEND != "openmpi" or os.path.basename(argv[0]) not in ("mpiexec", "mpirun"):
-            return env
-        return {_mpienv.SESSION_BASE_VAR: str(cwd / ".mpi-session"), **(env or {})}
+        """``env`` plus :func:`conftest.session_env` (the command runs through the fake ssh,
+        so run_program cannot see it is an ``mpiexec``; PRTE hands the directory on to its
+        daemons on the other hosts)."""
+        return {**session_env(argv, cwd), **(env or {})}
 
     def popen(self, host: str, argv: List[str], cwd: Path,
               env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
